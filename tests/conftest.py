@@ -1,0 +1,17 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHARED = Path(os.environ.get("DEGAN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared real-data folder; the test is skipped (with the reason) where it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder {SHARED} is absent (set DEGAN_SHARED_DATA)")
+    return SHARED
