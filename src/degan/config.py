@@ -431,10 +431,10 @@ PRESETS: dict[str, dict] = {
         "model": {"name": "dcgan", "width": 0.5},
         "data": {"source": "faces100", "resolution": 32, "channels": 3, "mirror": True},
         "optim": {"lr_G": 2e-4, "lr_D": 2e-4, "beta1": 0.0, "beta2": 0.9},
-        "train": {"batch_D": 32, "batch_G": 32, "n_dis": 1, "ema_decay": 0.99, "total_kimg": 64,
-                  "snap_kimg": 32, "log_kimg": 2, "augment": "diffaug:color,translation,cutout"},
+        "train": {"batch_D": 32, "batch_G": 32, "n_dis": 1, "ema_decay": 0.99, "total_kimg": 80,
+                  "snap_kimg": 40, "log_kimg": 2, "augment": "diffaug:color,translation,cutout"},
         "prune": {"levels": 2, "rate": 0.2, "networks": "G,D"},
-        "eval": {"metrics": "fid_train,kid_train", "num_gen": 500, "kid_subsets": 100},
+        "eval": {"metrics": "fid_train,kid_train", "num_gen": 500, "kid_subsets": 100, "batch_size": 16},
     },
 }
 

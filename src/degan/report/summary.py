@@ -40,8 +40,10 @@ def _fmt_metric(m: dict | None) -> str:
 def _hms(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s"
+    return f"{m} min {s:02d} s"
 
 
 def table(rows: list[dict]) -> tuple[str, list[str]]:

@@ -92,6 +92,7 @@ def make_state(G: nn.Module, D: nn.Module, *, lr_G: float, lr_D: float, betas: t
                eps: float = 1e-8, seed: int = 0) -> TrainState:
     """Build a fresh :class:`TrainState` (G_ema = a copy of G, Adam for G and D)."""
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    betas = (float(betas[0]), float(betas[1]))
     opt_G = torch.optim.Adam(G.parameters(), lr=lr_G, betas=betas, eps=eps)
     opt_D = torch.optim.Adam(D.parameters(), lr=lr_D, betas=betas, eps=eps)
     return TrainState(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, generators=make_generators(seed))
