@@ -6,6 +6,7 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# The shared real data lives beside the repository (../shared/data) or where $DEGAN_SHARED_DATA points.
 SHARED = Path(os.environ.get("DEGAN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

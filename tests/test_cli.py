@@ -189,3 +189,17 @@ def test_generate_and_report_on_unfinished_run_are_clear(tmp_path, folder):
     assert "no finished level" in out
     out = run(["generate", tmp_path, "--seeds", "0-3"], expect=2)
     assert "not a degan run folder" in out
+
+
+@pytest.mark.slow  # real data from the shared folder
+def test_ticket_on_shared_cifar10_subset(tmp_path, shared_data):
+    npz = shared_data / "cifar10-subset" / "cifar10_prefix_subset.npz"
+    outdir = tmp_path / "runs"
+    run(["ticket", "--outdir", outdir, "--data", npz, "--subset", "0.1", "--balance", "--levels", "1",
+         "--kimg", "0.032", *TINY])
+    (run_dir,) = list(outdir.iterdir())
+    subset = json.loads((run_dir / "subset.json").read_text())
+    info = json.loads((run_dir / "data.json").read_text())
+    assert subset["num_images"] == 5085 and subset["num_selected"] == 509
+    assert set(info["class_counts_selected"]) == {50, 51}
+    assert json.loads((run_dir / "level_1" / "done.json").read_text())["density_G"] == pytest.approx(0.8, abs=1e-3)

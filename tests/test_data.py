@@ -19,7 +19,6 @@ from PIL import Image
 from degan.data import ImageSet, dataset_id, load_dataset, parse_subset, select_subset
 from degan.errors import DataError
 
-SHARED = Path(os.environ.get("DEGAN_SHARED_DATA", "/work/shared/data"))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -324,8 +323,8 @@ def test_faces100():
 
 
 @pytest.mark.slow  # real data from the shared folder
-def test_real_cifar10_subset_npz():
-    p = SHARED / "cifar10-subset" / "cifar10_prefix_subset.npz"
+def test_real_cifar10_subset_npz(shared_data):
+    p = shared_data / "cifar10-subset" / "cifar10_prefix_subset.npz"
     if not p.exists():
         pytest.skip(f"real CIFAR-10 subset absent ({p})")
     ds = load_dataset(str(p), resolution=32)
@@ -338,8 +337,8 @@ def test_real_cifar10_subset_npz():
 
 
 @pytest.mark.slow  # real data from the shared folder
-def test_real_fashion_mnist():
-    d = SHARED / "fashion-mnist"
+def test_real_fashion_mnist(shared_data):
+    d = shared_data / "fashion-mnist"
     if not d.exists():
         pytest.skip(f"real Fashion-MNIST absent ({d})")
     ds = load_dataset(str(d), resolution=32)

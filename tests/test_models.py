@@ -190,3 +190,10 @@ def test_bad_inputs_raise():
         G(torch.randn(2, G.z_dim + 1))
     with pytest.raises(ValueError, match="images must be"):
         D(torch.randn(2, 3, 8, 8))
+
+
+def test_sngan32_discriminator_pools_an_8x8_map_with_exact_counts():
+    G, D = create_model("sngan32")
+    assert D.blocks(torch.zeros(1, 3, 32, 32)).shape == (1, 128, 8, 8)  # SNGAN Table 4: two downsampling blocks
+    assert sum(p.numel() for p in G.parameters()) == SNGAN32_PARAMS["G"]
+    assert sum(p.numel() for p in D.parameters()) == SNGAN32_PARAMS["D"]

@@ -7,6 +7,7 @@ Config resolution order: the model's preset (``--preset``, or the preset named l
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 from pathlib import Path
@@ -27,10 +28,15 @@ def _fail(msg: str) -> None:
 
 
 def handle_errors(fn):
-    """Turn user errors (DeganError, bad paths) into one clear line instead of a traceback."""
+    """Turn user errors (DeganError, bad paths, invalid values) into one clear line instead of a traceback.
+
+    Set ``DEGAN_DEBUG=1`` to get the full traceback instead.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if os.environ.get("DEGAN_DEBUG"):  # full tracebacks for developers
+            return fn(*args, **kwargs)
         try:
             return fn(*args, **kwargs)
         except DeganError as e:

@@ -83,9 +83,16 @@ def slug(text: str, max_len: int = 24) -> str:
     return s[-max_len:].strip("-") or "data"
 
 
+def data_label(data_id: str) -> str:
+    """Readable part of a dataset id: ``cifar10_prefix_subset.npz-6bf6836294`` -> ``cifar10-prefix-subset``."""
+    name = re.sub(r"-[0-9a-f]{10}$", "", data_id)
+    name = re.sub(r"(\.(npz|zip|gz|tar|tgz|idx3-ubyte))+$", "", name, flags=re.IGNORECASE)
+    return slug(name)[:24].strip("-") or "data"
+
+
 def run_folder_name(kind: str, model: str, data_id: str, config_hash: str) -> str:
     """``<kind>-<model>-<data>-<hash>``, e.g. ``ticket-dcgan-faces100-1a2b3c4d``."""
-    return f"{kind}-{slug(model)}-{slug(data_id)}-{config_hash}"
+    return f"{kind}-{slug(model)}-{data_label(data_id)}-{config_hash}"
 
 
 def find_stage(path: str | Path) -> tuple[RunLayout, list[StageLayout]]:

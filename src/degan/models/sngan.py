@@ -5,10 +5,12 @@ ICLR 2018, arXiv:1802.05957 (ResNet architecture of its appendix), as specified 
 
 - G: z (128) -> Linear -> 4x4x256 -> 3 up ResBlocks (BN-ReLU-nearest up-conv3x3-BN-ReLU-conv3x3; shortcut:
   nearest up + conv1x1) -> BN-ReLU-conv3x3 -> tanh. No spectral norm in G.
-- D: optimized first block (conv3x3-ReLU-conv3x3-avgpool; shortcut avgpool-conv1x1; 3 -> 128) + 3 ResBlocks
-  (ReLU-conv3x3-ReLU-conv3x3 [-avgpool]; 128 channels; the first two downsample; conv1x1 shortcut when
-  downsampling or changing channels) -> ReLU -> global **sum** pooling -> Linear(128 -> 1). Every D conv and
-  linear is tagged for spectral norm.
+- D: optimized first block (conv3x3-ReLU-conv3x3-avgpool; shortcut avgpool-conv1x1; 3 -> 128, 32 -> 16 px) +
+  3 ResBlocks (ReLU-conv3x3-ReLU-conv3x3 [-avgpool]; 128 channels; conv1x1 shortcut when downsampling or
+  changing channels) -> ReLU -> global **sum** pooling over 8x8 -> Linear(128 -> 1). "The first two
+  downsample" (SPEC §6) counts the optimized block, as Table 4 of the SNGAN paper lists it: ResBlock down,
+  ResBlock down, ResBlock, ResBlock; so only the first of the three plain ResBlocks downsamples (16 -> 8 px).
+  Every D conv and linear is tagged for spectral norm.
 
 Choices made here:
 
@@ -20,7 +22,7 @@ Choices made here:
   (``num_classes > 0``) concatenate a class embedding to ``z`` in G and use a projection head in D
   (Miyato & Koyama, ICLR 2018, arXiv:1802.05637) — extensions, not part of the paper's unconditional model.
 
-Parameter counts at width 1, unconditional, 3 channels: G 4,276,739; D 1,070,337 (spectral norm adds
+Parameter counts at width 1, unconditional, 3 channels: G 4,276,739; D 1,053,825 (spectral norm adds
 buffers, not parameters).
 """
 
@@ -45,7 +47,7 @@ from degan.models.layers import (
 
 __all__ = ["SNGANGenerator32", "SNGANDiscriminator32", "sngan32", "GBlock", "DBlock", "OptimizedDBlock"]
 
-SNGAN32_PARAMS = {"G": 4_276_739, "D": 1_070_337}
+SNGAN32_PARAMS = {"G": 4_276_739, "D": 1_053_825}
 
 
 def _check_options(resolution: int, img_channels: int, z_dim: int, width: float, num_classes: int) -> None:
@@ -193,7 +195,7 @@ class SNGANDiscriminator32(DiscriminatorBase):
         self.blocks = nn.Sequential(
             OptimizedDBlock(img_channels, ch),
             DBlock(ch, ch, downsample=True),
-            DBlock(ch, ch, downsample=True),
+            DBlock(ch, ch, downsample=False),
             DBlock(ch, ch, downsample=False),
         )
         self.feature_dim = ch
@@ -224,7 +226,7 @@ def sngan32(
 
     Returns:
         ``(G, D)`` with every D conv/linear tagged for spectral norm; use :func:`degan.models.create_model`.
-        At width 1 (3 channels, unconditional): G has 4,276,739 and D 1,070,337 parameters.
+        At width 1 (3 channels, unconditional): G has 4,276,739 and D 1,053,825 parameters.
 
     Raises:
         ValueError: if ``resolution != 32`` or another option is out of range.

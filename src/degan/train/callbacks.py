@@ -25,18 +25,18 @@ class ProgressBar(Callback):
     def on_train_start(self, trainer: Trainer) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=round(trainer.total_nimg / 1000, 3), initial=round(trainer.state.kimg, 3),
-                        unit="kimg", desc=self.desc, file=sys.stderr, dynamic_ncols=True,
+        self.bar = tqdm(total=trainer.total_nimg, initial=min(trainer.state.cur_nimg, trainer.total_nimg),
+                        unit="kimg", unit_scale=0.001, desc=self.desc, file=sys.stderr, dynamic_ncols=True,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} kimg "
                                    "[{elapsed}<{remaining}{postfix}]", mininterval=1.0)
-        self._last_nimg = trainer.state.cur_nimg
+        self._last_nimg = min(trainer.state.cur_nimg, trainer.total_nimg)
         self._t0, self._n0 = time.perf_counter(), trainer.state.cur_nimg
 
     def on_step_end(self, trainer: Trainer, stats: dict[str, float]) -> None:
         if self.bar is None:
             return
-        nimg = trainer.state.cur_nimg
-        self.bar.update((nimg - self._last_nimg) / 1000)
+        nimg = min(trainer.state.cur_nimg, trainer.total_nimg)  # the last iteration may overshoot total_kimg
+        self.bar.update(nimg - self._last_nimg)
         self._last_nimg = nimg
         if trainer.state.step % 20 == 0:
             sec_per_kimg = (time.perf_counter() - self._t0) / max((nimg - self._n0) / 1000, 1e-9)
