@@ -119,3 +119,26 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert good["step"] == 2  # snapshots at 16 imgs (step 2); step 4 diverged before the next one
     for v in good["G"].values():
         assert torch.isfinite(v.float()).all()
+
+
+def test_atomic_writes_leave_no_temp_files_and_normal_permissions(tmp_path):
+    import os
+
+    from degan.fileio import atomic_path, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    assert oct((tmp_path / "a.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash while writing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    assert os.path.exists(tmp_path / "a.json")
+
+
+def _umask():
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m
