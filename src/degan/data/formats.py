@@ -164,8 +164,6 @@ def _composite(arr: np.ndarray) -> np.ndarray:
 
 def pil_to_array(img) -> np.ndarray:
     """Decoded PIL image -> uint8 ``[C, H, W]`` with C in {1, 3}, following the module's mode policy."""
-    from PIL import Image
-
     mode = img.mode
     if mode == "P" or mode == "PA":
         img = img.convert("RGBA" if (mode == "PA" or "transparency" in img.info) else "RGB")

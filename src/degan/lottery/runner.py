@@ -9,7 +9,6 @@ and trains again on the same limited data (the subset indices are drawn once per
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -36,7 +35,7 @@ from ..report.grid import save_grid
 from ..train.callbacks import ProgressBar, Snapshot, StatsLogger
 from ..train.checkpoint import latest_checkpoint, load_checkpoint
 from ..train.loop import Trainer, float_to_images, images_to_float
-from ..train.state import TrainState, make_state
+from ..train.state import make_state
 from .layout import RunLayout, StageLayout, run_folder_name
 
 Log = Callable[[str], None]
@@ -511,7 +510,3 @@ def experiment_for(run_root: str | Path, log: Log = _print, **overrides) -> Expe
     images = torch.from_numpy(np.ascontiguousarray(data.images[indices]))
     return Experiment(cfg=cfg, run=run, images=images, indices=indices, data_info=data.info,
                       device=resolve_device(cfg.train.device), log=log)
-
-
-def json_dumps(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)

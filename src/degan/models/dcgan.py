@@ -20,7 +20,6 @@ Choices made here (documented, not from either paper):
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +29,7 @@ from degan.models.layers import (
     DiscriminatorBase,
     GeneratorBase,
     ProjectionHead,
-    check_labels,
+    check_common_options,
     init_normal,
     mark_sn,
 )
@@ -46,14 +45,7 @@ def dcgan_base_channels(width: float) -> int:
 def _check_options(resolution: int, img_channels: int, z_dim: int, width: float, num_classes: int) -> None:
     if not isinstance(resolution, int) or resolution < 16 or resolution & (resolution - 1):
         raise ValueError(f"dcgan resolution must be a power of two >= 16 (16, 32, 64, ...); got {resolution!r}")
-    if img_channels not in (1, 3):
-        raise ValueError(f"img_channels must be 1 or 3; got {img_channels!r}")
-    if not isinstance(z_dim, int) or z_dim < 1:
-        raise ValueError(f"z_dim must be a positive int; got {z_dim!r}")
-    if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
-        raise ValueError(f"width must be a positive number; got {width!r}")
-    if not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be an int >= 0 (0 = unconditional); got {num_classes!r}")
+    check_common_options(img_channels, z_dim, width, num_classes)
 
 
 def _channels(base: int, resolution: int, r: int) -> int:
@@ -159,9 +151,6 @@ class DCGANDiscriminator(DiscriminatorBase):
         self._check_img(img, c)
         return self.blocks(img).sum(dim=(2, 3))
 
-    def head(self, f: Tensor, c: Tensor | None = None) -> Tensor:
-        """float ``[N, F]`` (+ labels when conditional) -> float ``[N]`` raw logits."""
-        return self.out(f, check_labels(c, self.num_classes, f.shape[0]))
 
 
 @register_model("dcgan")

@@ -120,6 +120,23 @@ SQRT2 = math.sqrt(2.0)
 # ---------------------------------------------------------------------------------------------- interfaces
 
 
+def check_common_options(img_channels: int, z_dim: int, width: float, num_classes: int) -> None:
+    """Validate the options every model family shares.
+
+    Raises:
+        ValueError: ``img_channels`` not 1 or 3, ``z_dim`` < 1, ``width`` not a positive finite number, or
+            ``num_classes`` < 0.
+    """
+    if img_channels not in (1, 3):
+        raise ValueError(f"img_channels must be 1 or 3; got {img_channels!r}")
+    if not isinstance(z_dim, int) or z_dim < 1:
+        raise ValueError(f"z_dim must be a positive int; got {z_dim!r}")
+    if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
+        raise ValueError(f"width must be a positive number; got {width!r}")
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an int >= 0 (0 = unconditional); got {num_classes!r}")
+
+
 def check_labels(c: Tensor | None, num_classes: int, n: int) -> Tensor | None:
     """Validate labels ``c`` (long ``[n]``) for a conditional network; return None when ``num_classes == 0``.
 
@@ -212,9 +229,12 @@ class DiscriminatorBase(nn.Module):
         """Images float ``[N, img_channels, R, R]`` -> pooled features float ``[N, F]``."""
         raise NotImplementedError
 
-    def head(self, f: Tensor, c: Tensor | None = None) -> Tensor:  # pragma: no cover - abstract
-        """Pooled features float ``[N, F]`` -> raw logits float ``[N]``."""
-        raise NotImplementedError
+    def head(self, f: Tensor, c: Tensor | None = None) -> Tensor:
+        """Pooled features float ``[N, F]`` (+ labels when conditional) -> raw logits float ``[N]``.
+
+        Default: the subclass's :class:`ProjectionHead` ``self.out`` (final linear + projection term).
+        """
+        return self.out(f, check_labels(c, self.num_classes, f.shape[0]))
 
     def forward(self, img: Tensor, c: Tensor | None = None) -> Tensor:
         """Score images.

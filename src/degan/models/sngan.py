@@ -28,7 +28,6 @@ buffers, not parameters).
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +39,7 @@ from degan.models.layers import (
     DiscriminatorBase,
     GeneratorBase,
     ProjectionHead,
-    check_labels,
+    check_common_options,
     init_xavier_uniform,
     mark_sn,
 )
@@ -53,14 +52,7 @@ SNGAN32_PARAMS = {"G": 4_276_739, "D": 1_053_825}
 def _check_options(resolution: int, img_channels: int, z_dim: int, width: float, num_classes: int) -> None:
     if resolution != 32:
         raise ValueError(f"sngan32 supports resolution 32 only; got {resolution!r}")
-    if img_channels not in (1, 3):
-        raise ValueError(f"img_channels must be 1 or 3; got {img_channels!r}")
-    if not isinstance(z_dim, int) or z_dim < 1:
-        raise ValueError(f"z_dim must be a positive int; got {z_dim!r}")
-    if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
-        raise ValueError(f"width must be a positive number; got {width!r}")
-    if not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be an int >= 0 (0 = unconditional); got {num_classes!r}")
+    check_common_options(img_channels, z_dim, width, num_classes)
 
 
 def _conv(c_in: int, c_out: int, k: int, gain: float, sn: bool = False) -> nn.Conv2d:
@@ -206,9 +198,6 @@ class SNGANDiscriminator32(DiscriminatorBase):
         self._check_img(img, c)
         return F.relu(self.blocks(img)).sum(dim=(2, 3))
 
-    def head(self, f: Tensor, c: Tensor | None = None) -> Tensor:
-        """float ``[N, C]`` (+ labels when conditional) -> float ``[N]`` raw logits."""
-        return self.out(f, check_labels(c, self.num_classes, f.shape[0]))
 
 
 @register_model("sngan32")
