@@ -82,6 +82,8 @@ def _run_options(fn):
                      help="seeded random subset or the first N  [default: random]"),
         click.option("--balance/--no-balance", default=None, help="same number of images per class  [default: no]"),
         click.option("--mirror/--no-mirror", default=None, help="random x-flip of reals  [default: no]"),
+        click.option("--advaug/--no-advaug", default=None,
+                     help="AdvAug: PGD-1 perturbations of G's first and D's last features (advaug.* for details)  [default: off]"),
         click.option("--seed", type=int, default=None, help=f"seed of init, latents and augmentation  [default: {_D.train.seed}]"),
         click.option("--snap", type=float, default=None, help="checkpoint + sample grid every this many kimg"),
         click.option("--metrics", type=str, default=None, help=f"metrics at the end of each level  [default: {_D.eval.metrics}]"),
@@ -101,7 +103,7 @@ def _run_options(fn):
 
 def _overrides(kw: dict) -> dict:
     """Nested config overrides from the CLI flags that were given."""
-    o: dict = {"data": {}, "model": {}, "train": {}, "eval": {}, "prune": {}}
+    o: dict = {"data": {}, "model": {}, "train": {}, "eval": {}, "prune": {}, "advaug": {}}
     pairs = {
         ("data", "source"): kw.get("source"), ("data", "resolution"): kw.get("resolution"),
         ("data", "channels"): int(kw["channels"]) if kw.get("channels") else None,
@@ -114,7 +116,7 @@ def _overrides(kw: dict) -> dict:
         ("eval", "metrics"): kw.get("metrics"), ("eval", "num_gen"): kw.get("num_gen"),
         ("eval", "inception"): kw.get("inception"), ("prune", "levels"): kw.get("levels"),
         ("prune", "rate"): kw.get("rate"), ("prune", "networks"): kw.get("prune"),
-        ("prune", "mask_source"): kw.get("mask_source"),
+        ("prune", "mask_source"): kw.get("mask_source"), ("advaug", "enabled"): kw.get("advaug"),
     }
     for (sec, key), value in pairs.items():
         if value is not None:

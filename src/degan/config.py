@@ -134,6 +134,33 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class AdvAugConfig:
+    """AdvAug: adversarial feature augmentation (SPEC §4; see :mod:`degan.augment.advaug` for the equations).
+
+    Attributes:
+        enabled: use AdvAug in training.
+        networks: ``G,D`` | ``G`` | ``D``: which steps get perturbed features.
+        steps: PGD steps (>= 1). step_size: gamma; None = 0.01 below 64 px, 0.001 from 64 px.
+        eps: L-inf projection radius or None. random_start: start in U[-eps, eps].
+        direction: ``worst_case`` (paper) | ``reference`` (released code: raise D's score everywhere).
+        mode: ``pgd`` | ``gaussian`` (N(0, sigma^2) baseline). sigma: its std.
+        lambda_D, lambda_G: weights of the adversarial loss terms.
+    """
+
+    enabled: bool = False
+    networks: str = "G,D"
+    steps: int = 1
+    step_size: float | None = None
+    eps: float | None = None
+    random_start: bool = False
+    direction: str = "worst_case"
+    mode: str = "pgd"
+    sigma: float = 0.01
+    lambda_D: float = 1.0
+    lambda_G: float = 1.0
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation at the end of each stage (SPEC §8).
 
@@ -171,6 +198,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    advaug: AdvAugConfig = field(default_factory=AdvAugConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -370,6 +398,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     kinds = [k.strip() for k in cfg.prune.prunable.split(",") if k.strip()]
     if not kinds or any(k not in ("conv", "convT", "linear") for k in kinds):
         raise ConfigError(f"prune.prunable must list conv, convT and/or linear; got {cfg.prune.prunable!r}")
+    if cfg.advaug.enabled:
+        from .augment.advaug import AdvAugSettings
+
+        try:
+            AdvAugSettings(**{k: v for k, v in to_dict(cfg.advaug).items() if k != "enabled"}).validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     from .models import MODELS
 
     if cfg.model.name not in MODELS:
@@ -470,7 +505,8 @@ def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str,
 
 
 __all__ = [
-    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "EvalConfig", "RunConfig",
+    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "EvalConfig",
+    "RunConfig",
     "PRESETS", "resolve", "merge", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
     "config_hash", "non_default", "replace",
 ]

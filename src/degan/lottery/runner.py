@@ -265,6 +265,16 @@ def _restore_from(exp: Experiment, init: dict, masks: dict[str, Mask]) -> tuple[
     return G.to(exp.device), D.to(exp.device)
 
 
+def make_objective(cfg: RunConfig, augment) -> GANObjective:
+    """The objective the loop minimises: plain adversarial loss, or with AdvAug feature perturbations."""
+    if not cfg.advaug.enabled:
+        return GANObjective(cfg.train.loss, augment)
+    from ..augment.advaug import AdvAugObjective, AdvAugSettings
+
+    settings = AdvAugSettings(**{k: v for k, v in to_dict(cfg.advaug).items() if k != "enabled"})
+    return AdvAugObjective(cfg.train.loss, augment, settings, resolution=cfg.data.resolution)
+
+
 def _checkpoint_meta(exp: Experiment, stage: StageLayout) -> dict:
     return {"config": to_dict(exp.cfg), "stage": stage.root.name, "degan_version": __version__,
             "subset_indices": torch.from_numpy(exp.indices.copy())}
@@ -339,7 +349,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
                                                                               "density_D": dens["D"]}), snapshot]
     if progress:
         callbacks.insert(0, ProgressBar(desc=stage.root.name))
-    trainer = Trainer(state, exp.images, GANObjective(cfg.train.loss, augment), total_kimg=cfg.train.total_kimg,
+    trainer = Trainer(state, exp.images, make_objective(cfg, augment), total_kimg=cfg.train.total_kimg,
                       batch_D=cfg.train.batch_D, batch_G=cfg.train.batch_G, n_dis=cfg.train.n_dis,
                       ema_decay=cfg.train.ema_decay, mirror=cfg.data.mirror, device=exp.device, callbacks=callbacks)
     try:

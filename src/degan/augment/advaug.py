@@ -1,0 +1,265 @@
+"""AdvAug: adversarial (or Gaussian) perturbations of intermediate G and D features, as a GAN objective.
+
+Source: T. Chen, Y. Cheng, Z. Gan, J. Liu, Z. Wang. *Data-Efficient GAN Training Beyond (Just) Augmentations:
+A Lottery Ticket Perspective*. NeurIPS 2021, arXiv:2103.00397 (Eq. 3-6), as specified in SPEC §4.
+
+Split points (defaults, SPEC §4): ``G = G2 ∘ G1`` with ``G1 = G.input_layer`` (the reshaped latent projection,
+[N, C0, 4, 4]) and ``G2 = G.synthesis``; ``D = D2 ∘ D1`` with ``D1 = D.features`` (the pooled feature vector
+[N, F]) and ``D2 = D.head`` (final linear and, for a conditional D, the projection term).
+
+Perturbation by PGD on the feature ``f`` (delta is a constant in the outer update; the adversarial branch's gradient
+still flows into G1 / D1 through ``f``)::
+
+    delta_0 = 0                         (or U[-eps, eps] with random_start)
+    delta_{t+1} = delta_t + step_size * sign(grad_delta J(f + delta_t))      t = 0 .. steps-1
+    delta_{t+1} = clip(delta_{t+1}, -eps, eps)                                 if eps is given
+
+The objective ``J`` ascended by PGD depends on ``direction`` (``s = D2(.)`` is D's score, f_D/f_G as in SPEC §1):
+
+==============  ====================================================  ===============================
+branch          ``worst_case`` (default; the paper's min-max)          ``reference`` (released code)
+==============  ====================================================  ===============================
+D, real         ``J = f_D(-s(f_real + delta))``: lowers D's real score  ``J = s``: raises D's score
+D, fake         ``J = f_D(s(f_fake + delta))``: raises D's fake score  ``J = s``: raises D's score
+G               ``J = f_G(-s(G2(h + delta)))``: lowers D's score       ``J = s``: raises D's score
+==============  ====================================================  ===============================
+
+Losses (lambda_D = lambda_G = 1 by default)::
+
+    L_D_total = (L_D(clean) + lambda_D * L_D(adv)) / 2      adversarial D features of reals and fakes
+    L_G_total = (L_G(clean) + lambda_G * L_G(adv)) / 2      adversarial G feature (generated images only)
+
+With DiffAugment, images are augmented first, then features are extracted, then perturbed; the clean and the
+adversarial branches share the same augmented images (the reference code forgets this on the adversarial G branch;
+here the same augmentation draw is replayed with a cloned generator state).
+
+``mode="gaussian"`` replaces PGD by ``delta ~ N(0, sigma^2)`` (sigma = 0.01), the baseline of Table 6.
+
+Side effects of the extra forward passes (decision): only the clean forward pass updates running statistics.
+The PGD passes and the adversarial forward pass run inside :func:`frozen_statistics`: BatchNorm normalises with
+the batch statistics (training mode) without updating its running averages, and spectral norm skips its power
+iteration, using the ``_u``, ``_v`` of the clean pass. So one training step advances BN averages and the SN
+power iteration exactly once, with or without AdvAug (the released code updates them on every pass, i.e.
+1 + steps + 1 times per step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..losses import GANObjective
+
+DIRECTIONS = ("worst_case", "reference")
+MODES = ("pgd", "gaussian")
+
+
+@dataclass(frozen=True)
+class AdvAugSettings:
+    """Settings of AdvAug (SPEC §4).
+
+    Attributes:
+        networks: where AdvAug applies: ``"G,D"`` (both), ``"G"`` or ``"D"`` (Figure 7 ablation).
+        steps: PGD steps, >= 1 (the reference script's default of 0 made AdvAug a silent no-op).
+        step_size: PGD step gamma (> 0); None = 0.01 at 32 px and below, 0.001 at 64 px and above.
+        eps: radius of the L-inf ball delta is projected on; None = no projection (radius steps * gamma).
+        random_start: start PGD from U[-eps, eps] (needs eps).
+        direction: ``worst_case`` or ``reference`` (see the module docstring).
+        mode: ``pgd`` or ``gaussian`` (N(0, sigma^2) noise baseline).
+        sigma: std of the Gaussian baseline.
+        lambda_D, lambda_G: weights of the adversarial terms.
+    """
+
+    networks: str = "G,D"
+    steps: int = 1
+    step_size: float | None = None
+    eps: float | None = None
+    random_start: bool = False
+    direction: str = "worst_case"
+    mode: str = "pgd"
+    sigma: float = 0.01
+    lambda_D: float = 1.0
+    lambda_G: float = 1.0
+
+    def validate(self) -> "AdvAugSettings":
+        """Raises ValueError naming the bad value and what is allowed."""
+        nets = {n.strip() for n in self.networks.split(",") if n.strip()}
+        if not nets or not nets <= {"G", "D"}:
+            raise ValueError(f"advaug.networks must be G, D or G,D; got {self.networks!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"advaug.mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"advaug.direction must be one of {', '.join(DIRECTIONS)}; got {self.direction!r}")
+        if self.mode == "pgd" and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"advaug.steps must be >= 1 when AdvAug is on (0 would make it a no-op); got {self.steps}")
+        if self.step_size is not None and not self.step_size > 0:
+            raise ValueError(f"advaug.step_size must be > 0; got {self.step_size}")
+        if self.eps is not None and not self.eps > 0:
+            raise ValueError(f"advaug.eps must be > 0 or null; got {self.eps}")
+        if self.random_start and self.eps is None:
+            raise ValueError("advaug.random_start needs advaug.eps (the ball to start in)")
+        if not self.sigma >= 0:
+            raise ValueError(f"advaug.sigma must be >= 0; got {self.sigma}")
+        return self
+
+    def gamma(self, resolution: int) -> float:
+        """The PGD step size: the configured one, else 0.01 below 64 px and 0.001 from 64 px on."""
+        if self.step_size is not None:
+            return self.step_size
+        return 0.01 if resolution < 64 else 0.001
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+@contextlib.contextmanager
+def frozen_statistics(*nets: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave BatchNorm running statistics and spectral-norm vectors untouched.
+
+    BatchNorm layers in training mode stop tracking running statistics (they still normalise with the batch
+    statistics, as in training); spectral-norm parametrizations switch to eval mode (no power iteration: they use
+    the ``_u``, ``_v`` of the last clean pass). Nothing is modified in place, so autograd graphs built inside stay
+    valid; the flags are restored on exit.
+    """
+    bn, sn = [], []
+    for net in nets:
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats:
+                bn.append(m)
+            elif type(m).__name__ == "_SpectralNorm" and m.training:
+                sn.append(m)
+    try:
+        for m in bn:
+            m.track_running_stats = False
+        for m in sn:
+            m.training = False
+        yield
+    finally:
+        for m in bn:
+            m.track_running_stats = True
+        for m in sn:
+            m.training = True
+
+
+def pgd_delta(f: Tensor, objective: Callable[[Tensor], Tensor], *, steps: int, step_size: float,
+              eps: float | None = None, random_start: bool = False,
+              generator: torch.Generator | None = None) -> Tensor:
+    """PGD ascent on ``objective(f + delta)`` w.r.t. delta only; returns the detached delta (same shape as f).
+
+    Args:
+        f: the clean feature, any shape; it is detached here (gradients w.r.t. delta only).
+        objective: maps the perturbed feature to a scalar to increase.
+        steps: number of sign-gradient steps, >= 1.
+        step_size: gamma > 0.
+        eps: L-inf radius to project on after each step, or None.
+        random_start: start from U[-eps, eps].
+        generator: randomness of the random start.
+    """
+    base = f.detach()
+    if random_start:
+        u = torch.rand(base.shape, generator=generator, device="cpu" if generator is not None else base.device)
+        delta = (u.to(base.device, base.dtype) * 2 - 1) * eps
+    else:
+        delta = torch.zeros_like(base)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        (grad,) = torch.autograd.grad(objective(base + delta), delta)
+        delta = delta.detach() + step_size * grad.sign()
+        if eps is not None:
+            delta = delta.clamp(-eps, eps)
+    return delta.detach()
+
+
+def _replay(generator: torch.Generator | None) -> torch.Generator | None:
+    """A generator in the same state, so an augmentation can be drawn twice identically."""
+    if generator is None:
+        return None
+    g = torch.Generator(device=generator.device)
+    g.set_state(generator.get_state())
+    return g
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the objective
+
+
+class AdvAugObjective(GANObjective):
+    """GAN objective with AdvAug feature perturbations in the D and/or G step (see the module docstring).
+
+    Args:
+        loss: ``hinge`` | ``nonsaturating``.
+        augment: image augmentation (e.g. DiffAugment) applied before feature extraction, or None.
+        settings: :class:`AdvAugSettings` (validated here).
+        resolution: image side in pixels, for the default step size.
+
+    Raises:
+        ValueError: invalid settings (steps 0, negative step size, unknown direction or networks...).
+    """
+
+    def __init__(self, loss: str = "hinge", augment: Callable | None = None,
+                 settings: AdvAugSettings | None = None, resolution: int = 32) -> None:
+        super().__init__(loss, augment)
+        self.settings = (settings or AdvAugSettings()).validate()
+        self.step_size = self.settings.gamma(resolution)
+        nets = {n.strip() for n in self.settings.networks.split(",")}
+        self.on_D, self.on_G = "D" in nets, "G" in nets
+
+    def perturb(self, f: Tensor, objective: Callable[[Tensor], Tensor],
+                generator: torch.Generator | None) -> Tensor:
+        """delta for feature ``f``: PGD on ``objective`` or Gaussian noise, detached."""
+        s = self.settings
+        if s.mode == "gaussian":
+            noise = torch.randn(f.shape, generator=generator, device="cpu" if generator is not None else f.device)
+            return (noise.to(f.device, f.dtype) * s.sigma).detach()
+        return pgd_delta(f, objective, steps=s.steps, step_size=self.step_size, eps=s.eps,
+                         random_start=s.random_start, generator=generator)
+
+    def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
+               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        if not self.on_D:
+            return super().d_loss(G, D, real, z, generator)
+        with torch.no_grad():
+            fake = G(z)
+        f_real = D.features(self._aug(real, generator))
+        f_fake = D.features(self._aug(fake, generator))
+        s_real, s_fake = D.head(f_real), D.head(f_fake)
+        l_real, l_fake = self.loss.d_loss(s_real, s_fake)
+        clean = l_real + l_fake
+        ref = self.settings.direction == "reference"
+        with frozen_statistics(D):
+            d_real = self.perturb(f_real, (lambda f: D.head(f).sum()) if ref else
+                                  (lambda f: self.loss.f_D(-D.head(f)).sum()), generator)
+            d_fake = self.perturb(f_fake, (lambda f: D.head(f).sum()) if ref else
+                                  (lambda f: self.loss.f_D(D.head(f)).sum()), generator)
+            a_real, a_fake = self.loss.d_loss(D.head(f_real + d_real), D.head(f_fake + d_fake))
+        adv = a_real + a_fake
+        loss = (clean + self.settings.lambda_D * adv) / 2
+        stats = {"loss_D": float(loss.detach()), "loss_D_clean": float(clean.detach()),
+                 "loss_D_adv": float(adv.detach()), "D_real": float(s_real.detach().mean()),
+                 "D_fake": float(s_fake.detach().mean()), "r_t": float(torch.sign(s_real.detach()).mean())}
+        return loss, stats
+
+    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
+               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        if not self.on_G:
+            return super().g_loss(G, D, z, generator)
+        start = _replay(generator)  # state before the clean draw: every G pass replays the same augmentation
+        h = G.input_layer(z)
+        clean = self.loss.g_loss(D(self._aug(G.synthesis(h), generator)))
+
+        def score(hh: Tensor) -> Tensor:
+            return D(self._aug(G.synthesis(hh), _replay(start)))
+
+        ref = self.settings.direction == "reference"
+        with frozen_statistics(G, D):
+            delta = self.perturb(h, (lambda hh: score(hh).sum()) if ref else
+                                 (lambda hh: self.loss.f_G(-score(hh)).sum()), generator)
+            adv = self.loss.g_loss(score(h + delta))
+        loss = (clean + self.settings.lambda_G * adv) / 2
+        return loss, {"loss_G": float(loss.detach()), "loss_G_clean": float(clean.detach()),
+                      "loss_G_adv": float(adv.detach())}
