@@ -178,3 +178,33 @@ def test_same_augmentation_on_clean_and_adversarial_G_branch():
     obj = AdvAugObjective("hinge", build_augment("diffaug"), AdvAugSettings(mode="gaussian", sigma=0.0))
     _, stats = obj.g_loss(G, D, torch.randn(6, 8), torch.Generator().manual_seed(5))
     assert stats["loss_G_adv"] == pytest.approx(stats["loss_G_clean"], abs=1e-6)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "sngan32"])
+def test_split_points_compose_to_the_networks_and_range_is_checked(model):
+    from degan.augment.advaug import split_D, split_G
+
+    torch.manual_seed(0)
+    G, D = create_model(model, resolution=32, width=0.125, z_dim=8)
+    G.eval(), D.eval()
+    z, x = torch.randn(2, 8), torch.rand(2, 3, 32, 32) * 2 - 1
+    for k in range(len(G.blocks) + 1):
+        G1, G2 = split_G(G, k)
+        assert torch.allclose(G2(G1(z)), G(z), atol=1e-6)
+    for k in [None, *range(len(D.blocks))]:
+        D1, D2 = split_D(D, k)
+        assert torch.allclose(D2(D1(x)), D(x), atol=1e-5)
+    with pytest.raises(ValueError, match="out of range"):
+        split_G(G, len(G.blocks) + 1)
+    with pytest.raises(ValueError, match="out of range"):
+        split_D(D, len(D.blocks))
+
+
+def test_advaug_at_other_split_points_trains():
+    torch.manual_seed(0)
+    G, D = create_model("dcgan", resolution=16, width=0.25, z_dim=8)
+    state = make_state(G, D, lr_G=1e-3, lr_D=1e-3, betas=(0.0, 0.9))
+    imgs = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
+    obj = AdvAugObjective("hinge", build_augment("diffaug"), AdvAugSettings(split_G=1, split_D=1), resolution=16)
+    Trainer(state, imgs, obj, total_kimg=0.016, batch_D=8, batch_G=8).run()
+    assert state.step == 2

@@ -202,3 +202,16 @@ def test_ticket_on_shared_cifar10_subset(tmp_path, shared_data):
     assert subset["num_images"] == 5085 and subset["num_selected"] == 509
     assert set(info["class_counts_selected"]) == {50, 51}
     assert json.loads((run_dir / "level_1" / "done.json").read_text())["density_G"] == pytest.approx(0.8, abs=1e-3)
+
+
+def test_advaug_from_the_cli(tmp_path, folder):
+    outdir = tmp_path / "runs"
+    out = run(["train", "--outdir", outdir, "--data", folder, "--advaug", "--set", "advaug.split_G=99", *TINY],
+              expect=2)
+    assert "out of range" in out and not outdir.exists()
+    out = run(["train", "--outdir", outdir, "--data", folder, "--advaug", "--set", "advaug.steps=0", *TINY], expect=2)
+    assert "steps must be >= 1" in out
+    run(["train", "--outdir", outdir, "--data", folder, "--advaug", "--kimg", "0.032", *TINY])
+    (run_dir,) = list(outdir.iterdir())
+    stats = [json.loads(x) for x in (run_dir / "level_0" / "stats.jsonl").read_text().splitlines()]
+    assert "loss_D_adv" in stats[-1] and "loss_G_adv" in stats[-1]

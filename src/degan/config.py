@@ -145,6 +145,8 @@ class AdvAugConfig:
         direction: ``worst_case`` (paper) | ``reference`` (released code: raise D's score everywhere).
         mode: ``pgd`` | ``gaussian`` (N(0, sigma^2) baseline). sigma: its std.
         lambda_D, lambda_G: weights of the adversarial loss terms.
+        split_G, split_D: block index of the split (location ablation); None = the defaults (after G's latent
+            projection; D's pooled features before the head).
     """
 
     enabled: bool = False
@@ -158,6 +160,8 @@ class AdvAugConfig:
     sigma: float = 0.01
     lambda_D: float = 1.0
     lambda_G: float = 1.0
+    split_G: int | None = None
+    split_D: int | None = None
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,10 @@ class AdvAugSettings:
         mode: ``pgd`` or ``gaussian`` (N(0, sigma^2) noise baseline).
         sigma: std of the Gaussian baseline.
         lambda_D, lambda_G: weights of the adversarial terms.
+        split_G: perturb G's feature after block ``k`` of ``G.blocks`` (0 = after the latent projection, the
+            default None); the paper's location ablation.
+        split_D: perturb D's feature before block ``k`` of ``D.blocks`` (0 = the augmented image itself);
+            None = the pooled feature vector before the head (the default).
     """
 
     networks: str = "G,D"
@@ -84,6 +88,8 @@ class AdvAugSettings:
     sigma: float = 0.01
     lambda_D: float = 1.0
     lambda_G: float = 1.0
+    split_G: int | None = None
+    split_D: int | None = None
 
     def validate(self) -> "AdvAugSettings":
         """Raises ValueError naming the bad value and what is allowed."""
@@ -111,6 +117,48 @@ class AdvAugSettings:
         if self.step_size is not None:
             return self.step_size
         return 0.01 if resolution < 64 else 0.001
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# split points
+
+
+def _blocks(net: nn.Module, which: str) -> nn.Sequential:
+    blocks = getattr(net, "blocks", None)
+    if not isinstance(blocks, nn.Sequential):
+        raise ValueError(f"{which} of model {getattr(net, 'name', type(net).__name__)!r} has no `blocks` sequence, "
+                         "so only the default AdvAug split point is available")
+    return blocks
+
+
+def split_G(G: nn.Module, k: int | None) -> tuple[Callable, Callable]:
+    """``(G1, G2)`` with ``G = G2 ∘ G1``, cut after block ``k`` of ``G.blocks`` (None or 0: after ``input_layer``).
+
+    Raises:
+        ValueError: ``k`` outside ``0 .. len(G.blocks)`` (the message gives the range).
+    """
+    if k is None or k == 0:
+        return G.input_layer, G.synthesis
+    blocks = _blocks(G, "G")
+    if not 0 <= k <= len(blocks):
+        raise ValueError(f"advaug.split_G={k} is out of range for this G: choose 0 .. {len(blocks)} "
+                         f"(block index; 0 = after the latent projection)")
+    return (lambda z, c=None: blocks[:k](G.input_layer(z, c))), (lambda h, c=None: G.output(blocks[k:](h)))
+
+
+def split_D(D: nn.Module, k: int | None) -> tuple[Callable, Callable]:
+    """``(D1, D2)`` with ``D = D2 ∘ D1``, cut before block ``k`` of ``D.blocks`` (None: pooled features | head).
+
+    Raises:
+        ValueError: ``k`` outside ``0 .. len(D.blocks) - 1`` (the message gives the range).
+    """
+    if k is None:
+        return D.features, D.head
+    blocks = _blocks(D, "D")
+    if not 0 <= k < len(blocks):
+        raise ValueError(f"advaug.split_D={k} is out of range for this D: choose 0 .. {len(blocks) - 1} "
+                         "(block index), or null for the pooled features before the head")
+    return (lambda x, c=None: blocks[:k](x)), (lambda h, c=None: D.head(D.pool(blocks[k:](h))))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -225,18 +273,18 @@ class AdvAugObjective(GANObjective):
             return super().d_loss(G, D, real, z, generator)
         with torch.no_grad():
             fake = G(z)
-        f_real = D.features(self._aug(real, generator))
-        f_fake = D.features(self._aug(fake, generator))
-        s_real, s_fake = D.head(f_real), D.head(f_fake)
+        D1, D2 = split_D(D, self.settings.split_D)
+        f_real, f_fake = D1(self._aug(real, generator)), D1(self._aug(fake, generator))
+        s_real, s_fake = D2(f_real), D2(f_fake)
         l_real, l_fake = self.loss.d_loss(s_real, s_fake)
         clean = l_real + l_fake
         ref = self.settings.direction == "reference"
         with frozen_statistics(D):
-            d_real = self.perturb(f_real, (lambda f: D.head(f).sum()) if ref else
-                                  (lambda f: self.loss.f_D(-D.head(f)).sum()), generator)
-            d_fake = self.perturb(f_fake, (lambda f: D.head(f).sum()) if ref else
-                                  (lambda f: self.loss.f_D(D.head(f)).sum()), generator)
-            a_real, a_fake = self.loss.d_loss(D.head(f_real + d_real), D.head(f_fake + d_fake))
+            d_real = self.perturb(f_real, (lambda f: D2(f).sum()) if ref else
+                                  (lambda f: self.loss.f_D(-D2(f)).sum()), generator)
+            d_fake = self.perturb(f_fake, (lambda f: D2(f).sum()) if ref else
+                                  (lambda f: self.loss.f_D(D2(f)).sum()), generator)
+            a_real, a_fake = self.loss.d_loss(D2(f_real + d_real), D2(f_fake + d_fake))
         adv = a_real + a_fake
         loss = (clean + self.settings.lambda_D * adv) / 2
         stats = {"loss_D": float(loss.detach()), "loss_D_clean": float(clean.detach()),
@@ -249,11 +297,12 @@ class AdvAugObjective(GANObjective):
         if not self.on_G:
             return super().g_loss(G, D, z, generator)
         start = _replay(generator)  # state before the clean draw: every G pass replays the same augmentation
-        h = G.input_layer(z)
-        clean = self.loss.g_loss(D(self._aug(G.synthesis(h), generator)))
+        G1, G2 = split_G(G, self.settings.split_G)
+        h = G1(z)
+        clean = self.loss.g_loss(D(self._aug(G2(h), generator)))
 
         def score(hh: Tensor) -> Tensor:
-            return D(self._aug(G.synthesis(hh), _replay(start)))
+            return D(self._aug(G2(hh), _replay(start)))
 
         ref = self.settings.direction == "reference"
         with frozen_statistics(G, D):

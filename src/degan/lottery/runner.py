@@ -125,7 +125,12 @@ def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) ->
         DeganError: the run folder holds a different subset than the config asks for.
     """
     device = resolve_device(cfg.train.device)
-    build_networks(cfg)  # fail on model options (e.g. a resolution the model lacks) before anything is written
+    G, D = build_networks(cfg)  # fail on model options (e.g. a resolution the model lacks) before writing
+    if cfg.advaug.enabled:  # and on AdvAug split points the model does not have
+        from ..augment.advaug import split_D, split_G
+
+        split_G(G, cfg.advaug.split_G)
+        split_D(D, cfg.advaug.split_D)
     data = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
                         resize=cfg.data.resize)
     n_total = data.images.shape[0]

@@ -110,7 +110,11 @@ class DCGANGenerator(GeneratorBase):
 
     def synthesis(self, h: Tensor, c: Tensor | None = None) -> Tensor:
         """float ``[N, C0, 4, 4]`` -> float ``[N, img_channels, R, R]`` in [-1, 1]; ``c`` is unused here."""
-        return torch.tanh(self.to_img(self.blocks(h)))
+        return self.output(self.blocks(h))
+
+    def output(self, h: Tensor) -> Tensor:
+        """Last layers after ``blocks``: conv3x3 -> tanh, float ``[N, C, R, R]`` -> ``[N, img_channels, R, R]``."""
+        return torch.tanh(self.to_img(h))
 
 
 class DCGANDiscriminator(DiscriminatorBase):
@@ -149,7 +153,11 @@ class DCGANDiscriminator(DiscriminatorBase):
     def features(self, img: Tensor, c: Tensor | None = None) -> Tensor:
         """float ``[N, img_channels, R, R]`` -> float ``[N, F]`` (sum over the final 4x4 map)."""
         self._check_img(img, c)
-        return self.blocks(img).sum(dim=(2, 3))
+        return self.pool(self.blocks(img))
+
+    def pool(self, h: Tensor) -> Tensor:
+        """Global sum pooling of the last block's map, float ``[N, F, 4, 4]`` -> ``[N, F]``."""
+        return h.sum(dim=(2, 3))
 
 
 

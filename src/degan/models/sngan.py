@@ -160,7 +160,10 @@ class SNGANGenerator32(GeneratorBase):
 
     def synthesis(self, h: Tensor, c: Tensor | None = None) -> Tensor:
         """float ``[N, C, 4, 4]`` -> float ``[N, img_channels, 32, 32]`` in [-1, 1]; ``c`` is unused here."""
-        h = self.blocks(h)
+        return self.output(self.blocks(h))
+
+    def output(self, h: Tensor) -> Tensor:
+        """Last layers after ``blocks``: BN-ReLU-conv3x3-tanh, ``[N, C, 32, 32]`` -> ``[N, img_channels, 32, 32]``."""
         return torch.tanh(self.to_img(F.relu(self.bn(h))))
 
 
@@ -196,7 +199,11 @@ class SNGANDiscriminator32(DiscriminatorBase):
     def features(self, img: Tensor, c: Tensor | None = None) -> Tensor:
         """float ``[N, img_channels, 32, 32]`` -> float ``[N, C]``, >= 0 (sum of ReLU activations)."""
         self._check_img(img, c)
-        return F.relu(self.blocks(img)).sum(dim=(2, 3))
+        return self.pool(self.blocks(img))
+
+    def pool(self, h: Tensor) -> Tensor:
+        """ReLU then global sum pooling, float ``[N, C, 8, 8]`` -> ``[N, C]``."""
+        return F.relu(h).sum(dim=(2, 3))
 
 
 
