@@ -208,3 +208,24 @@ def test_advaug_at_other_split_points_trains():
     obj = AdvAugObjective("hinge", build_augment("diffaug"), AdvAugSettings(split_G=1, split_D=1), resolution=16)
     Trainer(state, imgs, obj, total_kimg=0.016, batch_D=8, batch_G=8).run()
     assert state.step == 2
+
+
+@pytest.mark.parametrize("loss", ["hinge", "nonsaturating"])
+def test_one_step_shortcut_equals_full_pgd(loss, monkeypatch):
+    """The default (worst case, PGD-1 from 0) reuses the clean gradient; it must give the same losses and grads."""
+    def run(shortcut):
+        monkeypatch.setattr(AdvAugObjective, "reuse_clean_gradient", property(lambda self: shortcut))
+        torch.manual_seed(0)
+        G, D = create_model("dcgan", resolution=16, width=0.25, z_dim=8)
+        obj = AdvAugObjective(loss, build_augment("diffaug"), AdvAugSettings(), resolution=16)
+        z, x = torch.randn(4, 8), torch.rand(4, 3, 16, 16) * 2 - 1
+        ld, sd = obj.d_loss(G, D, x, z, torch.Generator().manual_seed(1))
+        ld.backward()
+        lg, sg = obj.g_loss(G, D, z, torch.Generator().manual_seed(2))
+        lg.backward()
+        return sd, sg, [p.grad.clone() for p in list(G.parameters()) + list(D.parameters()) if p.grad is not None]
+
+    (sd1, sg1, g1), (sd2, sg2, g2) = run(True), run(False)
+    assert sd1 == pytest.approx(sd2, abs=1e-6) and sg1 == pytest.approx(sg2, abs=1e-6)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-5)

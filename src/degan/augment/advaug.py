@@ -257,6 +257,21 @@ class AdvAugObjective(GANObjective):
         nets = {n.strip() for n in self.settings.networks.split(",")}
         self.on_D, self.on_G = "D" in nets, "G" in nets
 
+    @property
+    def reuse_clean_gradient(self) -> bool:
+        """True when PGD is one worst-case step from delta = 0: then grad_delta J(f + 0) has the sign of the
+        gradient of the clean loss term w.r.t. f (J is that term, summed instead of averaged), so the clean pass's
+        graph gives delta without another forward pass. Same delta as :func:`pgd_delta` (tested)."""
+        s = self.settings
+        return s.mode == "pgd" and s.direction == "worst_case" and s.steps == 1 and not s.random_start
+
+    def _one_step_from(self, clean: Tensor, feats: list[Tensor]) -> list[Tensor]:
+        grads = torch.autograd.grad(clean, feats, retain_graph=True)
+        deltas = [self.step_size * g.sign() for g in grads]
+        if self.settings.eps is not None:
+            deltas = [d.clamp(-self.settings.eps, self.settings.eps) for d in deltas]
+        return [d.detach() for d in deltas]
+
     def perturb(self, f: Tensor, objective: Callable[[Tensor], Tensor],
                 generator: torch.Generator | None) -> Tensor:
         """delta for feature ``f``: PGD on ``objective`` or Gaussian noise, detached."""
@@ -280,10 +295,13 @@ class AdvAugObjective(GANObjective):
         clean = l_real + l_fake
         ref = self.settings.direction == "reference"
         with frozen_statistics(D):
-            d_real = self.perturb(f_real, (lambda f: D2(f).sum()) if ref else
-                                  (lambda f: self.loss.f_D(-D2(f)).sum()), generator)
-            d_fake = self.perturb(f_fake, (lambda f: D2(f).sum()) if ref else
-                                  (lambda f: self.loss.f_D(D2(f)).sum()), generator)
+            if self.reuse_clean_gradient and clean.requires_grad:
+                d_real, d_fake = self._one_step_from(clean, [f_real, f_fake])
+            else:
+                d_real = self.perturb(f_real, (lambda f: D2(f).sum()) if ref else
+                                      (lambda f: self.loss.f_D(-D2(f)).sum()), generator)
+                d_fake = self.perturb(f_fake, (lambda f: D2(f).sum()) if ref else
+                                      (lambda f: self.loss.f_D(D2(f)).sum()), generator)
             a_real, a_fake = self.loss.d_loss(D2(f_real + d_real), D2(f_fake + d_fake))
         adv = a_real + a_fake
         loss = (clean + self.settings.lambda_D * adv) / 2
@@ -306,8 +324,11 @@ class AdvAugObjective(GANObjective):
 
         ref = self.settings.direction == "reference"
         with frozen_statistics(G, D):
-            delta = self.perturb(h, (lambda hh: score(hh).sum()) if ref else
-                                 (lambda hh: self.loss.f_G(-score(hh)).sum()), generator)
+            if self.reuse_clean_gradient and clean.requires_grad:
+                (delta,) = self._one_step_from(clean, [h])
+            else:
+                delta = self.perturb(h, (lambda hh: score(hh).sum()) if ref else
+                                     (lambda hh: self.loss.f_G(-score(hh)).sum()), generator)
             adv = self.loss.g_loss(score(h + delta))
         loss = (clean + self.settings.lambda_G * adv) / 2
         return loss, {"loss_G": float(loss.detach()), "loss_G_clean": float(clean.detach()),
