@@ -406,7 +406,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         from .augment.advaug import AdvAugSettings
 
         try:
-            AdvAugSettings(**{k: v for k, v in to_dict(cfg.advaug).items() if k != "enabled"}).validate()
+            AdvAugSettings(**to_dict(cfg.advaug)).validate()
         except ValueError as e:
             raise ConfigError(str(e)) from None
     from .models import MODELS

@@ -46,50 +46,27 @@ power iteration exactly once, with or without AdvAug (the released code updates 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from ..config import AdvAugConfig
 from ..losses import GANObjective
 
 DIRECTIONS = ("worst_case", "reference")
 MODES = ("pgd", "gaussian")
 
 
-@dataclass(frozen=True)
-class AdvAugSettings:
-    """Settings of AdvAug (SPEC §4).
+class AdvAugSettings(AdvAugConfig):
+    """AdvAug settings: the fields of :class:`degan.config.AdvAugConfig` (``enabled`` is ignored here) plus
+    validation and the resolution-dependent default step size.
 
-    Attributes:
-        networks: where AdvAug applies: ``"G,D"`` (both), ``"G"`` or ``"D"`` (Figure 7 ablation).
-        steps: PGD steps, >= 1 (the reference script's default of 0 made AdvAug a silent no-op).
-        step_size: PGD step gamma (> 0); None = 0.01 at 32 px and below, 0.001 at 64 px and above.
-        eps: radius of the L-inf ball delta is projected on; None = no projection (radius steps * gamma).
-        random_start: start PGD from U[-eps, eps] (needs eps).
-        direction: ``worst_case`` or ``reference`` (see the module docstring).
-        mode: ``pgd`` or ``gaussian`` (N(0, sigma^2) noise baseline).
-        sigma: std of the Gaussian baseline.
-        lambda_D, lambda_G: weights of the adversarial terms.
-        split_G: perturb G's feature after block ``k`` of ``G.blocks`` (0 = after the latent projection, the
-            default None); the paper's location ablation.
-        split_D: perturb D's feature before block ``k`` of ``D.blocks`` (0 = the augmented image itself);
-            None = the pooled feature vector before the head (the default).
+    Fields: ``networks`` (``G,D`` | ``G`` | ``D``), ``steps`` (>= 1), ``step_size`` (None = 0.01 below 64 px,
+    0.001 from 64 px), ``eps`` (L-inf radius or None = no projection), ``random_start`` (needs eps),
+    ``direction`` (``worst_case`` | ``reference``), ``mode`` (``pgd`` | ``gaussian``), ``sigma``,
+    ``lambda_D``, ``lambda_G``, ``split_G``, ``split_D`` (block indices; None = the defaults).
     """
-
-    networks: str = "G,D"
-    steps: int = 1
-    step_size: float | None = None
-    eps: float | None = None
-    random_start: bool = False
-    direction: str = "worst_case"
-    mode: str = "pgd"
-    sigma: float = 0.01
-    lambda_D: float = 1.0
-    lambda_G: float = 1.0
-    split_G: int | None = None
-    split_D: int | None = None
 
     def validate(self) -> "AdvAugSettings":
         """Raises ValueError naming the bad value and what is allowed."""

@@ -276,7 +276,7 @@ def make_objective(cfg: RunConfig, augment) -> GANObjective:
         return GANObjective(cfg.train.loss, augment)
     from ..augment.advaug import AdvAugObjective, AdvAugSettings
 
-    settings = AdvAugSettings(**{k: v for k, v in to_dict(cfg.advaug).items() if k != "enabled"})
+    settings = AdvAugSettings(**to_dict(cfg.advaug))
     return AdvAugObjective(cfg.train.loss, augment, settings, resolution=cfg.data.resolution)
 
 
