@@ -83,7 +83,9 @@ def test_bad_files_are_listed_and_run_continues(tmp_path, folder):
     info = json.loads((run_dir / "data.json").read_text())
     skipped = " ".join(s["path"] for s in info["skipped"])
     assert "zero.png" in skipped and "trunc.png" in skipped
-    assert "2 skipped" in out or (run_dir / "level_0" / "done.json").is_file()
+    assert "2 skipped" in out  # the run says so ...
+    assert (run_dir / "level_0" / "done.json").is_file()  # ... and continues with the 12 good images
+    assert json.loads((run_dir / "subset.json").read_text())["num_selected"] == 12
 
 
 def test_imp_two_levels_then_train_ticket_generate_report(tmp_path, folder):

@@ -95,6 +95,12 @@ def build_networks(cfg: RunConfig, device: torch.device | str = "cpu", seed: int
     return G.to(device), D.to(device)
 
 
+def dense_masks(cfg: RunConfig) -> dict[str, Mask]:
+    """All-kept masks ``{"G": Mask, "D": Mask}`` for the configured model and prunable set (level 0)."""
+    G, D = build_networks(cfg)
+    return {"G": ones_like_mask(G), "D": ones_like_mask(D)}
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # the prepared experiment
 
@@ -249,6 +255,7 @@ def evaluate_generator(exp: Experiment, G_ema: nn.Module, metrics: list[str], nu
 
 
 def parse_metrics(text: str) -> list[str]:
+    """``"fid_train, kid_train"`` -> ``["fid_train", "kid_train"]``; ``"none"`` or ``""`` -> ``[]``."""
     return [m.strip() for m in text.split(",") if m.strip() and m.strip() != "none"]
 
 
@@ -445,9 +452,7 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
     """
     exp = prepare(cfg, outdir, "ticket", log)
     init = initial_weights(exp)
-    G, D = build_networks(cfg)
-    masks = {"G": ones_like_mask(G), "D": ones_like_mask(D)}
-    del G, D
+    masks = dense_masks(cfg)
     for k in range(cfg.prune.levels + 1):
         stage = exp.run.level(k)
         if k > 0:
@@ -496,8 +501,7 @@ def run_train(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progr
     exp = prepare(cfg, outdir, "train", log)
     if not cfg.ticket:
         init = initial_weights(exp)
-        G, D = build_networks(cfg)
-        masks = {"G": ones_like_mask(G), "D": ones_like_mask(D)}
+        masks = dense_masks(cfg)
     else:
         with atomic_path(exp.run.init) as tmp:
             torch.save(init, tmp)

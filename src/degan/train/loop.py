@@ -7,7 +7,6 @@ have been shown to D (#RI = ``cur_nimg``).
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Sequence
 
@@ -151,8 +150,3 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.state
-
-    @property
-    def total_steps_estimate(self) -> int:
-        """G steps the whole run takes."""
-        return math.ceil(self.total_nimg / (self.batch_D * self.n_dis))
