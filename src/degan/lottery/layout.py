@@ -16,6 +16,8 @@
         stats.jsonl, metrics.jsonl
         samples/reals.png, samples/reals_aug.png, samples/fakes<kimg>.png, samples/fakes_latest.png
         done.json          written last: the level is finished and is skipped on re-run
+    level_<k>_<branch>/  a branch trained from level k's result, beside it (same files as a level):
+                         random_ticket, random_mask, finetune, transfer-<data>, channel, ...
 ```
 """
 
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LEVEL_PATTERN = re.compile(r"^level_(\d+)$")
+STAGE_PATTERN = re.compile(r"^level_(\d+)(?:_([A-Za-z0-9][A-Za-z0-9_.-]*))?$")
+BRANCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,14 @@ class StageLayout:
 
     @property
     def level(self) -> int:
-        m = LEVEL_PATTERN.match(self.root.name)
+        m = STAGE_PATTERN.match(self.root.name)
         return int(m.group(1)) if m else 0
+
+    @property
+    def branch(self) -> str | None:
+        """The branch name of a ``level_<k>_<branch>`` folder, None for a level."""
+        m = STAGE_PATTERN.match(self.root.name)
+        return m.group(2) if m else None
 
     masks = property(lambda self: self.root / "masks.safetensors")
     density = property(lambda self: self.root / "density.json")
@@ -76,6 +86,35 @@ class RunLayout:
         found = [(int(m.group(1)), p) for p in self.root.iterdir() if p.is_dir() and (m := LEVEL_PATTERN.match(p.name))]
         return [StageLayout(p) for _, p in sorted(found)]
 
+    def branch(self, k: int, name: str) -> StageLayout:
+        """The folder of branch ``name`` of level ``k``: ``level_<k>_<name>``.
+
+        Raises:
+            ValueError: a name with characters other than letters, digits, ``_``, ``.``, ``-``.
+        """
+        if not BRANCH_NAME.match(name):
+            raise ValueError(f"branch name {name!r} must be letters, digits, '_', '.', '-'")
+        return StageLayout(self.root / f"level_{k}_{name}")
+
+    def branches(self, k: int | None = None) -> list[StageLayout]:
+        """Existing branch folders (of level ``k``, or of all levels), by level then name."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for p in self.root.iterdir():
+            m = STAGE_PATTERN.match(p.name)
+            if p.is_dir() and m and m.group(2) and (k is None or int(m.group(1)) == k):
+                found.append((int(m.group(1)), m.group(2), p))
+        return [StageLayout(p) for _, _, p in sorted(found)]
+
+    def stages(self) -> list[StageLayout]:
+        """Levels and their branches: level_0, level_0_<b>..., level_1, ..."""
+        out = []
+        for lv in self.levels():
+            out.append(lv)
+            out.extend(self.branches(lv.level))
+        return out
+
 
 def slug(text: str, max_len: int = 24) -> str:
     """A file-name-safe short form of ``text``."""
@@ -102,7 +141,7 @@ def find_stage(path: str | Path) -> tuple[RunLayout, list[StageLayout]]:
         FileNotFoundError: neither a run folder (with config.yaml) nor a level folder inside one.
     """
     p = Path(path)
-    if LEVEL_PATTERN.match(p.name) and (p.parent / "config.yaml").is_file():
+    if STAGE_PATTERN.match(p.name) and (p.parent / "config.yaml").is_file():
         return RunLayout(p.parent), [StageLayout(p)]
     if (p / "config.yaml").is_file():
         run = RunLayout(p)

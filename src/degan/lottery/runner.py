@@ -35,7 +35,7 @@ from ..report.grid import save_grid
 from ..train.callbacks import ProgressBar, Snapshot, StatsLogger
 from ..train.checkpoint import latest_checkpoint, load_checkpoint
 from ..train.loop import Trainer, float_to_images, images_to_float
-from ..train.state import make_state
+from ..train.state import TrainState, make_state
 from .layout import RunLayout, StageLayout, run_folder_name
 
 Log = Callable[[str], None]
@@ -263,9 +263,14 @@ def parse_metrics(text: str) -> list[str]:
 # one stage (level)
 
 
-def _restore_from(exp: Experiment, init: dict, masks: dict[str, Mask]) -> tuple[nn.Module, nn.Module]:
+Builder = Callable[[RunConfig], tuple[nn.Module, nn.Module]]
+"""``build(cfg) -> (G, D)``: fresh networks with masks registered (default :func:`build_networks`)."""
+
+
+def _restore_from(exp: Experiment, init: dict, masks: dict[str, Mask], build: Builder | None = None
+                  ) -> tuple[nn.Module, nn.Module]:
     """Fresh G, D with the weights rewound to ``init`` and ``masks`` applied (pruned raw weights zeroed)."""
-    G, D = build_networks(exp.cfg)
+    G, D = (build or build_networks)(exp.cfg)
     try:
         G.load_state_dict(init["G"])
         D.load_state_dict(init["D"])
@@ -305,7 +310,9 @@ def final_state(stage: StageLayout, map_location: str = "cpu") -> dict:
 
 
 def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, Mask], *, resume: bool = False,
-              progress: bool = True, extra_info: dict | None = None) -> dict:
+              progress: bool = True, extra_info: dict | None = None, build: Builder | None = None,
+              wrap_objective: Callable[[GANObjective, TrainState], GANObjective] | None = None,
+              callbacks: Callable[[TrainState], list] | None = None, generator_meta: dict | None = None) -> dict:
     """Train one stage from ``init`` under ``masks``, evaluate it and write ``done.json``; skip it if done.
 
     Args:
@@ -316,6 +323,10 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         resume: continue from the stage's latest checkpoint if it has one.
         progress: show a progress bar.
         extra_info: merged into ``done.json``.
+        build: builds fresh (G, D) for this stage (e.g. a channel-pruned G); default :func:`build_networks`.
+        wrap_objective: ``fn(objective, state) -> objective`` adding loss terms (KD, regularisers).
+        callbacks: ``fn(state) -> [Callback]`` run after each iteration, before the stats logger.
+        generator_meta: merged into ``generator.json`` (how to rebuild a non-standard G).
 
     Returns:
         The ``done.json`` summary.
@@ -329,7 +340,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         exp.log(f"[degan] {stage.root.name} already finished; skipping (delete {stage.done} to redo it)")
         return read_json(stage.done)
     stage.root.mkdir(parents=True, exist_ok=True)
-    G, D = _restore_from(exp, init, masks)
+    G, D = _restore_from(exp, init, masks, build)
     state = make_state(G, D, lr_G=cfg.optim.lr_G, lr_D=cfg.optim.lr_D, betas=(cfg.optim.beta1, cfg.optim.beta2),
                        eps=cfg.optim.eps, seed=cfg.train.seed)
     ckpt = latest_checkpoint(stage.checkpoints)
@@ -357,11 +368,15 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     grid_z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed + 1))
     snapshot = Snapshot(stage.checkpoints, stage.samples, cfg.train.snap_kimg, _checkpoint_meta(exp, stage),
                         grid_z, keep=cfg.train.keep_checkpoints)
-    callbacks = [StatsLogger(stage.stats, cfg.train.log_kimg, extra=lambda: {"density_G": dens["G"],
+    extra_callbacks = callbacks(state) if callbacks is not None else []
+    callbacks = [*extra_callbacks, StatsLogger(stage.stats, cfg.train.log_kimg, extra=lambda: {"density_G": dens["G"],
                                                                               "density_D": dens["D"]}), snapshot]
     if progress:
         callbacks.insert(0, ProgressBar(desc=stage.root.name))
-    trainer = Trainer(state, exp.images, make_objective(cfg, augment), total_kimg=cfg.train.total_kimg,
+    objective = make_objective(cfg, augment)
+    if wrap_objective is not None:
+        objective = wrap_objective(objective, state)
+    trainer = Trainer(state, exp.images, objective, total_kimg=cfg.train.total_kimg,
                       batch_D=cfg.train.batch_D, batch_G=cfg.train.batch_G, n_dis=cfg.train.n_dis,
                       ema_decay=cfg.train.ema_decay, mirror=cfg.data.mirror, device=exp.device, callbacks=callbacks)
     try:
@@ -374,7 +389,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
                          "with --resume latest") from None
 
     # portable generator: safetensors + JSON config
-    save_G_ema(stage, state.G_ema, exp.cfg)
+    save_G_ema(stage, state.G_ema, exp.cfg, generator_meta)
 
     summary = {"level": stage.level, "density_G": dens["G"], "density_D": dens["D"],
                "sparsity_G": 1 - dens["G"], "sparsity_D": 1 - dens["D"], "kimg": state.kimg, "step": state.step,
@@ -395,14 +410,14 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     return summary
 
 
-def save_G_ema(stage: StageLayout, G_ema: nn.Module, cfg: RunConfig) -> None:
+def save_G_ema(stage: StageLayout, G_ema: nn.Module, cfg: RunConfig, extra: dict | None = None) -> None:
     """Write ``G_ema.safetensors`` (state dict incl. masks) and ``generator.json`` (how to rebuild it)."""
     sd = {k: v.detach().cpu().contiguous() for k, v in G_ema.state_dict().items()}
     with atomic_path(stage.G_ema) as tmp:
         save_safetensors(sd, str(tmp))
     write_json(stage.generator_json, {"model": cfg.model.name, "kwargs": model_kwargs(cfg),
                                       "spectral_norm": cfg.model.spectral_norm, "prunable": cfg.prune.prunable,
-                                      "z_dim": G_ema.z_dim, "degan_version": __version__})
+                                      "z_dim": G_ema.z_dim, "degan_version": __version__, **(extra or {})})
 
 
 def load_generator(stage: StageLayout, device: str | torch.device = "cpu") -> nn.Module:

@@ -140,9 +140,19 @@ def set_mask(net: nn.Module, mask: Mask, zero_pruned: bool = True) -> None:
 
 @torch.no_grad()
 def enforce_masks(net: nn.Module) -> None:
-    """Zero the raw weights wherever the mask is 0 (call after every optimizer step and EMA update)."""
+    """Zero the raw weights wherever the mask is 0 (call after every optimizer step and EMA update).
+
+    Other weight parametrizations that define ``after_optimizer_step(raw_weight)`` (e.g. the dynamic masks of
+    RG-GAN, which freeze pruned weights instead of zeroing them) get that hook called here too.
+    """
     for _, module, wm in masked_layers(net):
         raw_weight(module).mul_(wm.mask)
+    for module in net.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            for p in module.parametrizations.weight:
+                hook = getattr(p, "after_optimizer_step", None)
+                if hook is not None:
+                    hook(module.parametrizations.weight.original)
 
 
 def density(mask: Mask) -> float:
