@@ -179,19 +179,83 @@ def train(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) 
 @click.option("--prune", type=str, default=None, help=f"networks to prune: G, D or G,D  [default: {_D.prune.networks}]")
 @click.option("--rate", type=float, default=None, help=f"fraction of remaining weights pruned per level  [default: {_D.prune.rate}]")
 @click.option("--mask-source", type=click.Choice(["G", "G_ema"]), default=None, help="rank raw G or G_ema  [default: G]")
+@click.option("--variant", type=click.Choice(["IMP_G", "IMP_GD", "IMP_GD_KD"]), default=None,
+              help="GAN-LTH variant: prune G only, G and D, or G and D with distillation from the dense trained D "
+                   "(sets prune.networks and prune.kd_weight)  [default: IMP_GD]")
+@click.option("--method", type=click.Choice(["imp_global", "imp_layerwise", "omp", "random"]), default=None,
+              help="pruning method: global or layer-wise IMP, one-shot magnitude (OMP), random  [default: imp_global]")
+@click.option("--rewind", type=str, default=None,
+              help="rewind point of later levels: init (theta_0), or late rewinding to the dense run at kimg:<x>, "
+                   "step:<n> or <p>%  [default: init]")
+@click.option("--d-reset", type=str, default=None,
+              help="D at the start of levels >= 1: rewind (same point as G), trained (dense trained D), seed:<n>  "
+                   "[default: rewind]")
+@click.option("--branches", type=str, default=None,
+              help="after the levels, train these branches from every level >= 1: random_ticket,random_mask,finetune")
 @handle_errors
 def ticket(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) -> None:
-    """Find a GAN lottery ticket by IMP: train dense, then per level prune -> rewind to theta_0 -> train."""
+    """Find a GAN lottery ticket: train dense, then per level prune -> rewind -> train (GAN-LTH variants)."""
+    from .config import VARIANTS
+
     if kw.get("levels") is None:
         kw["levels"] = 3
+    sets = list(kw.get("sets") or ())
+    if kw.get("variant"):  # before the explicit flags: --prune still wins
+        sets = [f"prune.{k}={v}" for k, v in VARIANTS[kw["variant"]].items()] + sets
+    for flag, key in (("method", "method"), ("rewind", "rewind"), ("d_reset", "d_reset")):
+        if kw.get(flag) is not None:
+            sets.append(f"prune.{key}={kw[flag]}")
+    kw["sets"] = tuple(sets)
+    branches = tuple(b.strip() for b in (kw.get("branches") or "").split(",") if b.strip())
+    from .lottery.branches import BRANCHES
+
+    for b in branches:
+        if b not in ("random_ticket", "random_mask", "finetune"):
+            raise DeganError(f"--branches takes random_ticket, random_mask, finetune (got {b!r}); run transfer and "
+                             f"channel branches with `degan branch LEVEL_DIR KIND` (kinds: {', '.join(BRANCHES)})")
     cfg = _resolve(kw)
     if dry_run:
         _show(cfg, "ticket", outdir)
         return
     from .lottery import run_ticket
 
-    run = run_ticket(cfg, outdir, resume=resume is not None, progress=progress)
+    run = run_ticket(cfg, outdir, resume=resume is not None, progress=progress, branches=branches)
     click.echo(str(run.report))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("level_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("kind", type=click.Choice(["random_ticket", "random_mask", "finetune", "transfer", "channel"]))
+@click.option("--data", type=str, default=None, help="transfer: the dataset to train the mask on")
+@click.option("--init", "init", type=click.Choice(["theta0", "fresh", "trained"]), default="theta0",
+              help="transfer: start from theta_0, a fresh init, or the trained source weights")
+@click.option("--adapt", is_flag=True, help="transfer: resize / convert a dataset whose resolution or channels differ")
+@click.option("--seed", type=int, default=None, help="seed of the fresh init or random mask  [default: run seed + 1]")
+@click.option("--rho", type=float, default=None, help="channel: L1 strength on BN scales  [default: 5e-4]")
+@click.option("--resume", type=click.Choice(["latest"]), default=None, help="continue an unfinished branch")
+@click.option("--progress/--no-progress", default=True, help="progress bar")
+@click.option("--dry-run", is_flag=True, help="print what would be trained and stop")
+@handle_errors
+def branch(level_dir: str, kind: str, data: str | None, init: str, adapt: bool, seed: int | None, rho: float | None,
+           resume: str | None, progress: bool, dry_run: bool) -> None:
+    """Train a branch of a finished level beside it (runs/<run>/level_<k>_<branch>): random_ticket (same mask,
+    fresh init), random_mask (same per-layer density, same init), finetune (no rewind), transfer (another dataset),
+    channel (channel-pruned ticket by network slimming)."""
+    from .lottery.branches import branch_name, branch_of, run_branch
+
+    exp, k = branch_of(level_dir)
+    name = branch_name(kind, data) if kind != "channel" else "channel"
+    if dry_run:
+        click.echo(f"# would train {kind} from {level_dir} into {exp.run.root / f'level_{k}_{name}'}")
+        return
+    options = {"rho": rho} if rho is not None else {}
+    summary = run_branch(exp, k, kind, seed=seed, data=data, init=init, adapt=adapt, resume=resume is not None,
+                         progress=progress, **options)
+    from .report import write_report
+
+    click.echo(str(write_report(exp.run.root)))
+    metrics = summary.get("metrics") or {}
+    click.echo(", ".join(f"{m} {v['value']:.4g}" for m, v in metrics.items()) or "done")
 
 
 @main.command(context_settings=CONTEXT)

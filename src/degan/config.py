@@ -112,16 +112,28 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Iterative magnitude pruning (SPEC §3).
+    """Lottery tickets: iterative magnitude pruning and its variants (SPEC §3).
 
     Attributes:
-        levels: IMP levels after the dense level 0 (``levels=3`` trains levels 0, 1, 2, 3).
-        rate: fraction of the *remaining* weights pruned per level (rho; 0.2 in both ticket papers).
-        networks: which networks are pruned: ``G``, ``D`` or ``G,D``.
-        method: registered pruner (``imp_global``: global magnitude within each network).
+        levels: pruning levels after the dense level 0 (``levels=3`` trains levels 0, 1, 2, 3).
+        rate: rho, fraction of the *remaining* weights pruned per level (0.2 in both ticket papers; the ablation
+            uses 0.1 / 0.2 / 0.4). Level k has density ``(1 - rate) ** k`` for every method.
+        networks: which networks are pruned: ``G`` (IMP_G, D stays dense), ``D`` or ``G,D`` (IMP_GD).
+        method: registered pruner: ``imp_global`` (global magnitude within each network), ``imp_layerwise``
+            (rate per layer), ``omp`` (one shot from the trained dense level 0 to each level's density),
+            ``random`` (random scores, same density as IMP).
         prunable: layer kinds whose weights are prunable: any of ``conv``, ``convT``, ``linear``.
         mask_source: rank the weights of the trained raw ``G`` or of ``G_ema``.
-        rewind: ``init``: rewind kept weights to the saved initial weights theta_0 / phi_0.
+        rewind: where the kept weights of G and D go back to before each level trains: ``init`` (theta_0 / phi_0,
+            the winning-ticket rewind), or late rewinding to the dense run's (level 0) weights at ``kimg:<x>``,
+            ``step:<n>`` (G steps) or ``<p>%`` of level 0's training (5 / 10 / 20 % in GAN-LTH); optimizer
+            state is not restored.
+        d_reset: D's weights at the start of each level k >= 1: ``rewind`` (same point as G: phi_0 or the late
+            rewinding point), ``trained`` (the dense trained D of level 0), or ``seed:<n>`` (a fresh init drawn
+            with seed n).
+        kd_weight: weight of the distillation loss from the frozen dense trained D into D (IMP_GD^KD uses 1;
+            0 = off).
+        seed: seed of random pruning (``method=random``) and of random branches.
     """
 
     levels: int = 0
@@ -131,6 +143,54 @@ class PruneConfig:
     prunable: str = "conv,convT"
     mask_source: str = "G"
     rewind: str = "init"
+    d_reset: str = "rewind"
+    kd_weight: float = 0.0
+    seed: int = 0
+
+
+VARIANTS: dict[str, dict] = {
+    "IMP_G": {"networks": "G", "kd_weight": 0.0},
+    "IMP_GD": {"networks": "G,D", "kd_weight": 0.0},
+    "IMP_GD_KD": {"networks": "G,D", "kd_weight": 1.0},
+}
+"""Named GAN-LTH ticket variants as prune-config overrides (IMP_GD^KD is spelled ``IMP_GD_KD``)."""
+
+
+def variant_name(prune: PruneConfig) -> str:
+    """The GAN-LTH name of a prune config: ``IMP_G``, ``IMP_GD``, ``IMP_GD_KD``, ``OMP_GD``, ``random_G``, ..."""
+    nets = "".join(n.strip() for n in prune.networks.split(",") if n.strip())
+    base = {"imp_global": "IMP", "imp_layerwise": "IMP-layerwise", "omp": "OMP", "random": "random"}.get(
+        prune.method, prune.method)
+    name = f"{base}_{nets}"
+    if prune.kd_weight > 0:
+        name += "_KD"
+    if prune.rewind != "init":
+        name += f"@{prune.rewind}"
+    return name
+
+
+def parse_rewind(text: str) -> tuple[str, float]:
+    """``"init"`` -> ("init", 0); ``"kimg:6"`` -> ("kimg", 6.0); ``"step:200"`` -> ("step", 200); ``"5%"`` -> ("pct", 5).
+
+    Raises:
+        ConfigError: any other form.
+    """
+    t = str(text).strip()
+    try:
+        if t == "init":
+            return "init", 0.0
+        if t.endswith("%"):
+            v = float(t[:-1])
+            if not 0.0 < v < 100.0:
+                raise ValueError
+            return "pct", v
+        kind, _, val = t.partition(":")
+        if kind in ("kimg", "step") and float(val) > 0:
+            return kind, float(val)
+    except ValueError:
+        pass
+    raise ConfigError(f"prune.rewind={text!r} is not valid; use init, kimg:<x>, step:<n> or <p>% "
+                      "(e.g. 5% for late rewinding to 5 % of the dense run)")
 
 
 @dataclass(frozen=True)
@@ -355,7 +415,7 @@ _CHOICES = {
     "train.loss": ("hinge", "nonsaturating"),
     "train.device": ("auto", "cpu", "cuda"),
     "prune.mask_source": ("G", "G_ema"),
-    "prune.rewind": ("init",),
+    "prune.method": ("imp_global", "imp_layerwise", "omp", "random"),
 }
 
 
@@ -402,6 +462,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     kinds = [k.strip() for k in cfg.prune.prunable.split(",") if k.strip()]
     if not kinds or any(k not in ("conv", "convT", "linear") for k in kinds):
         raise ConfigError(f"prune.prunable must list conv, convT and/or linear; got {cfg.prune.prunable!r}")
+    kind, value = parse_rewind(cfg.prune.rewind)
+    if kind == "kimg" and value >= cfg.train.total_kimg:
+        raise ConfigError(f"prune.rewind={cfg.prune.rewind} is after the end of training (train.total_kimg="
+                          f"{cfg.train.total_kimg}); choose a point inside the dense run, e.g. "
+                          f"kimg:{cfg.train.total_kimg * 0.05:g} (5 %)")
+    d_reset = cfg.prune.d_reset
+    if not (d_reset in ("rewind", "trained") or (d_reset.startswith("seed:") and d_reset[5:].lstrip("-").isdigit())):
+        raise ConfigError(f"prune.d_reset={d_reset!r} is not valid; use rewind, trained or seed:<n>")
+    if cfg.prune.kd_weight < 0:
+        raise ConfigError(f"prune.kd_weight must be >= 0, got {cfg.prune.kd_weight}")
     if cfg.advaug.enabled:
         from .augment.advaug import AdvAugSettings
 
@@ -511,6 +581,6 @@ def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str,
 __all__ = [
     "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "EvalConfig",
     "RunConfig",
-    "PRESETS", "resolve", "merge", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
+    "PRESETS", "VARIANTS", "variant_name", "parse_rewind", "resolve", "merge", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
     "config_hash", "non_default", "replace",
 ]

@@ -58,6 +58,8 @@ class GANObjective:
     def __init__(self, loss: str = "hinge", augment: Callable | None = None) -> None:
         self.loss: AdversarialLoss = LOSSES.get(loss)
         self.augment = augment
+        self.last_d_pass: dict[str, Tensor] | None = None
+        """D's inputs (after augmentation) and clean logits of the last :meth:`d_loss`, for distillation terms."""
 
     def _aug(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         return self.augment(x, generator=generator) if self.augment is not None else x
@@ -71,8 +73,10 @@ class GANObjective:
         """
         with torch.no_grad():
             fake = G(z)
-        real_logits = D(self._aug(real, generator))
-        fake_logits = D(self._aug(fake, generator))
+        real_aug, fake_aug = self._aug(real, generator), self._aug(fake, generator)
+        real_logits, fake_logits = D(real_aug), D(fake_aug)
+        self.last_d_pass = {"real": real_aug, "fake": fake_aug, "real_logits": real_logits,
+                            "fake_logits": fake_logits}
         l_real, l_fake = self.loss.d_loss(real_logits, fake_logits)
         loss = l_real + l_fake
         stats = {
@@ -89,3 +93,67 @@ class GANObjective:
         fake_logits = D(self._aug(G(z), generator))
         loss = self.loss.g_loss(fake_logits)
         return loss, {"loss_G": float(loss.detach())}
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Distillation loss of GAN-LTH's IMP_GD^KD (SPEC §3): ``KL(p_teacher || p_student)``, mean over elements.
+
+    Each logit ``s`` becomes the two-class distribution ``p = [sigmoid(s), 1 - sigmoid(s)]``; the loss is
+    ``mean_{i, c} p_t[i, c] * (log p_t[i, c] - log p_s[i, c])`` over the N samples and the 2 classes (PyTorch's
+    ``kl_div(reduction="mean")``, i.e. half the per-sample KL averaged over samples).
+
+    Args:
+        student_logits: float [N] (or [N, 1]), with gradient.
+        teacher_logits: float, same shape; treated as constants.
+
+    Returns:
+        Scalar tensor >= 0; 0 iff the logits are equal.
+
+    Raises:
+        ValueError: shapes differ.
+
+    Source: Chen et al., *GANs Can Play Lottery Tickets Too*, ICLR 2021, §3 (knowledge distillation from the dense
+    trained discriminator).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
+                         f"{tuple(teacher_logits.shape)}")
+    s, t = student_logits.reshape(-1, 1), teacher_logits.detach().reshape(-1, 1)
+    log_ps = torch.cat([F.logsigmoid(s), F.logsigmoid(-s)], dim=1)
+    log_pt = torch.cat([F.logsigmoid(t), F.logsigmoid(-t)], dim=1)
+    return (log_pt.exp() * (log_pt - log_ps)).mean()
+
+
+class DistillationObjective:
+    """Adds ``weight * L_KD`` from a frozen teacher D (the dense trained D) to the D loss of any objective.
+
+    The teacher scores the same augmented reals and (detached) fakes the student saw in this D step (read from
+    ``objective.last_d_pass``); the G loss is unchanged. Everything else is delegated to the wrapped objective.
+
+    Args:
+        objective: a :class:`GANObjective` (or subclass, e.g. AdvAug) that records ``last_d_pass``.
+        teacher: the frozen dense D (eval mode is not forced: spectral norm buffers stay as trained).
+        weight: lambda of the KD term (1 in GAN-LTH).
+    """
+
+    def __init__(self, objective: GANObjective, teacher: nn.Module, weight: float = 1.0) -> None:
+        self.objective, self.teacher, self.weight = objective, teacher.requires_grad_(False), float(weight)
+
+    def __getattr__(self, name: str):
+        return getattr(self.objective, name)
+
+    def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
+               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        loss, stats = self.objective.d_loss(G, D, real, z, generator)
+        p = self.objective.last_d_pass
+        if p is None:
+            raise RuntimeError("the wrapped objective did not record its D pass; distillation needs last_d_pass")
+        with torch.no_grad():
+            t_real, t_fake = self.teacher(p["real"]), self.teacher(p["fake"])
+        kd = kd_loss(torch.cat([p["real_logits"], p["fake_logits"]]), torch.cat([t_real, t_fake]))
+        stats = dict(stats, loss_KD=float(kd.detach()))
+        return loss + self.weight * kd, stats
+
+    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
+               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        return self.objective.g_loss(G, D, z, generator)

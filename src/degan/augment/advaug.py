@@ -266,8 +266,10 @@ class AdvAugObjective(GANObjective):
         with torch.no_grad():
             fake = G(z)
         D1, D2 = split_D(D, self.settings.split_D)
-        f_real, f_fake = D1(self._aug(real, generator)), D1(self._aug(fake, generator))
+        real_aug, fake_aug = self._aug(real, generator), self._aug(fake, generator)
+        f_real, f_fake = D1(real_aug), D1(fake_aug)
         s_real, s_fake = D2(f_real), D2(f_fake)
+        self.last_d_pass = {"real": real_aug, "fake": fake_aug, "real_logits": s_real, "fake_logits": s_fake}
         l_real, l_fake = self.loss.d_loss(s_real, s_fake)
         clean = l_real + l_fake
         ref = self.settings.direction == "reference"

@@ -24,17 +24,17 @@ from torch import nn
 
 from .. import __version__
 from ..augment import build_augment
-from ..config import RunConfig, config_hash, dump_yaml, load_file, to_dict
+from ..config import RunConfig, config_hash, dump_yaml, load_file, parse_rewind, to_dict, variant_name
 from ..data import dataset_id, load_dataset, select_subset
 from ..errors import CheckpointError, DeganError, TrainingDivergedError
 from ..fileio import append_jsonl, atomic_path, read_json, write_json, write_text
-from ..losses import GANObjective
+from ..losses import DistillationObjective, GANObjective
 from ..models import create_model
 from ..pruning import PRUNERS, Mask, add_masks, density, get_mask, layer_density, ones_like_mask, set_mask
 from ..report.grid import save_grid
 from ..train.callbacks import ProgressBar, Snapshot, StatsLogger
 from ..train.checkpoint import latest_checkpoint, load_checkpoint
-from ..train.loop import Trainer, float_to_images, images_to_float
+from ..train.loop import Callback, Trainer, float_to_images, images_to_float
 from ..train.state import TrainState, make_state
 from .layout import RunLayout, StageLayout, run_folder_name
 
@@ -189,8 +189,13 @@ def load_masks(path: str | Path) -> dict[str, Mask]:
         raise CheckpointError(f"mask file {str(path)!r} cannot be read ({e})") from None
     out: dict[str, Mask] = {"G": {}, "D": {}}
     for key, t in flat.items():
-        net, name = key.split(".", 1)
-        out.setdefault(net, {})[name] = t.bool()
+        net, _, name = key.partition(".")
+        if net not in ("G", "D") or not name:
+            raise CheckpointError(f"mask file {str(path)!r} has the key {key!r}; keys must be G.<param> or D.<param>")
+        if t.dtype != torch.bool and not bool(((t == 0) | (t == 1)).all()):
+            raise CheckpointError(f"mask {key} in {str(path)!r} has non-binary values (e.g. "
+                                  f"{float(t[(t != 0) & (t != 1)].flatten()[0]):g}); a mask must hold 0/1 or bool")
+        out[net][name] = t.bool()
     return out
 
 
@@ -442,25 +447,114 @@ def load_generator(stage: StageLayout, device: str | torch.device = "cpu") -> nn
 # runs
 
 
-def next_masks(exp: Experiment, prev: StageLayout, prev_masks: dict[str, Mask]) -> dict[str, Mask]:
-    """Prune the trained networks of level ``prev`` (G or G_ema by ``prune.mask_source``; D) by the configured
-    pruner; networks not in ``prune.networks`` keep their mask."""
+def next_masks(exp: Experiment, k: int, prev_masks: dict[str, Mask]) -> dict[str, Mask]:
+    """Masks of level ``k >= 1`` by the configured method; networks not in ``prune.networks`` keep their mask.
+
+    ``imp_global`` / ``imp_layerwise`` / ``random`` prune ``rate`` of the remaining weights of level k-1's trained
+    networks (G or G_ema by ``prune.mask_source``; D); ``omp`` prunes the trained dense level 0 in one shot to
+    density ``(1 - rate) ** k``. Every method gives level k the density ``(1 - rate) ** k`` of each pruned network
+    (up to ties).
+    """
     cfg = exp.cfg
-    state = final_state(prev)
+    method = cfg.prune.method
+    source = exp.run.level(0 if method == "omp" else k - 1)
+    state = final_state(source)
     G, D = build_networks(cfg)
     G.load_state_dict(state["G_ema" if cfg.prune.mask_source == "G_ema" else "G"])
     D.load_state_dict(state["D"])
-    pruner = PRUNERS.get(cfg.prune.method)
+    pruner = PRUNERS.get(method)
     nets = {n.strip() for n in cfg.prune.networks.split(",")}
-    return {"G": pruner(G, prev_masks["G"], cfg.prune.rate) if "G" in nets else prev_masks["G"],
-            "D": pruner(D, prev_masks["D"], cfg.prune.rate) if "D" in nets else prev_masks["D"]}
+    out = {}
+    for name, net in (("G", G), ("D", D)):
+        if name not in nets:
+            out[name] = prev_masks[name]
+        elif method == "omp":
+            out[name] = pruner(net, ones_like_mask(net), target_density=(1.0 - cfg.prune.rate) ** k)
+        elif method == "random":
+            out[name] = pruner(net, prev_masks[name], cfg.prune.rate, seed=cfg.prune.seed * 1000 + k)
+        else:
+            out[name] = pruner(net, prev_masks[name], cfg.prune.rate)
+    return out
+
+
+class RewindPoint(Callback):
+    """Saves G, D and G_ema of the dense run (level 0) once, when training first reaches the late-rewinding point.
+
+    Late rewinding (Frankle et al. 2020; GAN-LTH §4): later levels start from these weights instead of theta_0.
+    The file holds ``{"G", "D", "G_ema", "cur_nimg", "step"}`` (state dicts incl. masks); optimizer state is not kept.
+    """
+
+    def __init__(self, path: Path, kind: str, value: float) -> None:
+        self.path, self.kind, self.value = Path(path), kind, value
+
+    def _reached(self, trainer: Trainer) -> bool:
+        s = trainer.state
+        if self.kind == "step":
+            return s.step >= self.value
+        if self.kind == "kimg":
+            return s.cur_nimg >= self.value * 1000
+        return s.cur_nimg >= self.value / 100.0 * trainer.total_nimg
+
+    def on_step_end(self, trainer: Trainer, stats: dict[str, float]) -> None:
+        if self.path.is_file() or not self._reached(trainer):
+            return
+        s = trainer.state
+        with atomic_path(self.path) as tmp:
+            torch.save({"G": s.G.state_dict(), "D": s.D.state_dict(), "G_ema": s.G_ema.state_dict(),
+                        "cur_nimg": s.cur_nimg, "step": s.step}, tmp)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if not self.path.is_file():
+            raise DeganError(f"the late-rewinding point {self.kind}:{self.value:g} was not reached in level 0 "
+                             f"(it ended at kimg {trainer.state.kimg:g}, step {trainer.state.step}); choose an "
+                             "earlier prune.rewind")
+
+
+def rewind_path(exp: Experiment) -> Path:
+    """Where level 0 keeps its weights at the late-rewinding point."""
+    return exp.run.level(0).root / "rewind.pt"
+
+
+def level_start(exp: Experiment, init: dict) -> dict:
+    """The weights levels k >= 1 start from: G at the rewind point (theta_0 or late), D by ``prune.d_reset``.
+
+    Raises:
+        DeganError: late rewinding asked for but level 0 has no saved rewind point (it was trained without it).
+    """
+    cfg = exp.cfg
+    kind, _ = parse_rewind(cfg.prune.rewind)
+    if kind == "init":
+        start = {"G": init["G"], "D": init["D"]}
+    else:
+        path = rewind_path(exp)
+        if not path.is_file():
+            raise DeganError(f"{path} is missing: level 0 was trained without saving the late-rewinding point "
+                             f"{cfg.prune.rewind}; delete {exp.run.level(0).root} to retrain it, or use "
+                             "prune.rewind=init")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        start = {"G": saved["G"], "D": saved["D"]}
+    d_reset = cfg.prune.d_reset
+    if d_reset == "trained":
+        start["D"] = final_state(exp.run.level(0))["D"]
+    elif d_reset.startswith("seed:"):
+        start["D"] = build_networks(cfg, seed=int(d_reset[5:]))[1].state_dict()
+    return start
+
+
+def dense_teacher(exp: Experiment) -> nn.Module:
+    """The frozen dense trained D of level 0 (the IMP_GD^KD teacher)."""
+    _, D = build_networks(exp.cfg)
+    D.load_state_dict(final_state(exp.run.level(0))["D"])
+    return D.to(exp.device).requires_grad_(False)
 
 
 def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progress: bool = True,
-               log: Log = _print) -> RunLayout:
-    """IMP: level 0 dense, then ``prune.levels`` levels of prune -> rewind to theta_0 -> train -> evaluate.
+               log: Log = _print, branches: tuple[str, ...] = ()) -> RunLayout:
+    """Lottery tickets: level 0 dense, then ``prune.levels`` levels of prune -> rewind -> train -> evaluate.
 
-    Re-running the same command skips finished levels; more ``--levels`` extend the same run.
+    The variant (IMP_G / IMP_GD / IMP_GD^KD, pruning method, rewind point, D reset, rate) comes from ``cfg.prune``.
+    Re-running the same command skips finished levels; more ``--levels`` extend the same run. ``branches`` (names in
+    :data:`degan.lottery.branches.BRANCHES`) are trained from every finished level k >= 1 after the levels.
 
     Returns:
         The run folder layout.
@@ -468,11 +562,29 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
     exp = prepare(cfg, outdir, "ticket", log)
     init = initial_weights(exp)
     masks = dense_masks(cfg)
+    variant = variant_name(cfg.prune)
+    kind, value = parse_rewind(cfg.prune.rewind)
     for k in range(cfg.prune.levels + 1):
         stage = exp.run.level(k)
-        if k > 0:
-            masks = load_masks(stage.masks) if stage.masks.is_file() else next_masks(exp, exp.run.level(k - 1), masks)
-        run_stage(exp, stage, init, masks, resume=resume, progress=progress)
+        if k == 0:
+            extra = (lambda state: [RewindPoint(rewind_path(exp), kind, value)]) if kind != "init" else None
+            run_stage(exp, stage, init, masks, resume=resume, progress=progress, callbacks=extra,
+                      extra_info={"variant": variant, "branch": None})
+            continue
+        masks = load_masks(stage.masks) if stage.masks.is_file() else next_masks(exp, k, masks)
+        wrap = None
+        if cfg.prune.kd_weight > 0 and not stage.is_done():
+            teacher = dense_teacher(exp)
+            wrap = lambda objective, state, t=teacher: DistillationObjective(objective, t, cfg.prune.kd_weight)  # noqa: E731
+        run_stage(exp, stage, level_start(exp, init), masks, resume=resume, progress=progress,
+                  wrap_objective=wrap, extra_info={"variant": variant, "branch": None,
+                                                   "rewind": cfg.prune.rewind, "d_reset": cfg.prune.d_reset})
+    if branches:
+        from .branches import run_branch
+
+        for k in range(1, cfg.prune.levels + 1):
+            for b in branches:
+                run_branch(exp, k, b, resume=resume, progress=progress)
     from ..report import write_report
 
     path = write_report(exp.run.root)
