@@ -234,3 +234,20 @@ def test_transfer_branch_and_its_errors(tmp_path, folder):
     assert json.loads((st / "subset.json").read_text())["num_selected"] == 10
     res = run(["branch", r / "level_0", "finetune", "--no-progress"], expect=2)
     assert "k >= 1" in res
+
+
+def test_dense_level_shared_between_variants(tmp_path, folder):
+    out = tmp_path / "s"
+    run(["ticket", "--outdir", out, "--data", folder, "--levels", "0", "--kimg", "0.032", *TINY])
+    src = only_run(out)
+    run(["ticket", "--outdir", out, "--data", folder, "--levels", "1", "--kimg", "0.032", "--variant", "IMP_G",
+         "--dense-from", src, *TINY])
+    (g_run,) = [p for p in out.iterdir() if p.name.startswith("ticket-") and p != src]
+    assert (g_run / "level_0" / "done.json").read_bytes() == (src / "level_0" / "done.json").read_bytes()
+    assert done(g_run / "level_1")["density_D"] == 1.0
+    # a re-run accepts the shared level; another training config is refused
+    run(["ticket", "--outdir", out, "--data", folder, "--levels", "1", "--kimg", "0.032", "--variant", "IMP_G",
+         "--dense-from", src, *TINY])
+    res = run(["ticket", "--outdir", out, "--data", folder, "--levels", "1", "--kimg", "0.064", "--variant", "IMP_G",
+               "--dense-from", src, *TINY], expect=2)
+    assert "another config" in res and "total_kimg" in res

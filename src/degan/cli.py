@@ -192,6 +192,9 @@ def train(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) 
                    "[default: rewind]")
 @click.option("--branches", type=str, default=None,
               help="after the levels, train these branches from every level >= 1: random_ticket,random_mask,finetune")
+@click.option("--dense-from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="reuse the finished dense level_0 of another ticket run with the same config (only prune.* and "
+                   "eval.* may differ), e.g. to compare IMP_G, IMP_GD and random pruning against one dense baseline")
 @handle_errors
 def ticket(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) -> None:
     """Find a GAN lottery ticket: train dense, then per level prune -> rewind -> train (GAN-LTH variants)."""
@@ -219,7 +222,8 @@ def ticket(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw)
         return
     from .lottery import run_ticket
 
-    run = run_ticket(cfg, outdir, resume=resume is not None, progress=progress, branches=branches)
+    run = run_ticket(cfg, outdir, resume=resume is not None, progress=progress, branches=branches,
+                     dense_from=kw.get("dense_from"))
     click.echo(str(run.report))
 
 
@@ -406,19 +410,39 @@ def generate(run_or_level: str, seeds: str, grid: str | None, image_dir: str | N
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--metric", type=str, default=None, help="metric of the FID-vs-remaining-weights plot  [default: first fid*]")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="comparison plot PNG (a CSV with the data is written beside it); needed for several runs")
+@click.option("--labels", type=str, default=None, help="comma-separated curve labels, one per run")
+@click.option("--network", type=click.Choice(["G", "D"]), default="G", help="remaining weights of G or of D on the x axis")
 @click.option("--dry-run", is_flag=True, help="print the table only, do not write report.md")
 @handle_errors
-def report(run_dir: str, dry_run: bool) -> None:
-    """Write report.md for a run: table over levels (density, FID, KID, #RI, wall time) and sample grids."""
+def report(run_dirs: tuple[str, ...], metric: str | None, out: str | None, labels: str | None, network: str,
+           dry_run: bool) -> None:
+    """Report of a run: report.md with the table over levels and branches (density G/D, FID, KID, #RI, training
+    FLOPs, wall time), sample grids, and the FID-vs-remaining-weights plot (PNG + CSV). With several runs and
+    --out: one comparison plot (e.g. IMP_G vs IMP_GD vs random pruning)."""
     from .lottery.layout import find_stage
-    from .report import collect, table, write_report
+    from .report import collect, fid_vs_density, table, write_report
 
-    run, _ = find_stage(run_dir)
+    runs = [find_stage(d)[0].root for d in run_dirs]
     if dry_run:
-        click.echo(table(collect(run.root))[0])
+        for r in runs:
+            click.echo(table(collect(r))[0])
         return
-    click.echo(str(write_report(run.root)))
+    if len(runs) > 1 and out is None:
+        raise DeganError("several runs make one comparison plot: give --out PLOT.png")
+    if out is None and metric is None and labels is None and network == "G":
+        click.echo(str(write_report(runs[0])))
+        return
+    for r in runs:
+        write_report(r)
+    label_list = [x.strip() for x in labels.split(",")] if labels else None
+    png = fid_vs_density(runs, out or (runs[0] / "fid_vs_density.png"), metric=metric, labels=label_list,
+                         network=network)
+    click.echo(str(png))
+    click.echo(str(Path(png).with_suffix(".csv")))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,7 @@ from .. import __version__
 from ..augment import build_augment
 from ..config import RunConfig, config_hash, dump_yaml, load_file, parse_rewind, to_dict, variant_name
 from ..data import dataset_id, load_dataset, select_subset
+from ..costs import FlopsMeter
 from ..errors import CheckpointError, DeganError, TrainingDivergedError
 from ..fileio import append_jsonl, atomic_path, read_json, write_json, write_text
 from ..losses import DistillationObjective, GANObjective
@@ -348,6 +349,9 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     G, D = _restore_from(exp, init, masks, build)
     state = make_state(G, D, lr_G=cfg.optim.lr_G, lr_D=cfg.optim.lr_D, betas=(cfg.optim.beta1, cfg.optim.beta2),
                        eps=cfg.optim.eps, seed=cfg.train.seed)
+    extra_callbacks = callbacks(state) if callbacks is not None else []  # may register state.extras
+    meter = FlopsMeter()
+    state.extras["flops"] = meter
     ckpt = latest_checkpoint(stage.checkpoints)
     if ckpt is not None:
         if not resume:
@@ -373,8 +377,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     grid_z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed + 1))
     snapshot = Snapshot(stage.checkpoints, stage.samples, cfg.train.snap_kimg, _checkpoint_meta(exp, stage),
                         grid_z, keep=cfg.train.keep_checkpoints)
-    extra_callbacks = callbacks(state) if callbacks is not None else []
-    callbacks = [*extra_callbacks, StatsLogger(stage.stats, cfg.train.log_kimg, extra=lambda: {"density_G": dens["G"],
+    callbacks = [*extra_callbacks, meter, StatsLogger(stage.stats, cfg.train.log_kimg, extra=lambda: {"density_G": dens["G"],
                                                                               "density_D": dens["D"]}), snapshot]
     if progress:
         callbacks.insert(0, ProgressBar(desc=stage.root.name))
@@ -398,7 +401,8 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
 
     summary = {"level": stage.level, "density_G": dens["G"], "density_D": dens["D"],
                "sparsity_G": 1 - dens["G"], "sparsity_D": 1 - dens["D"], "kimg": state.kimg, "step": state.step,
-               "real_images_shown": state.cur_nimg, "train_seconds": round(state.wall_seconds, 2)}
+               "real_images_shown": state.cur_nimg, "train_seconds": round(state.wall_seconds, 2),
+               "costs": {k: v for k, v in meter.summary().items() if k != "layers"}}
     metrics = parse_metrics(cfg.eval.metrics)
     if metrics:
         t0 = time.perf_counter()
@@ -548,8 +552,51 @@ def dense_teacher(exp: Experiment) -> nn.Module:
     return D.to(exp.device).requires_grad_(False)
 
 
+def share_dense_level(exp: Experiment, source: str | Path) -> None:
+    """Reuse the finished dense level 0 (and theta_0 / phi_0) of another ticket run that trained it identically.
+
+    Level 0 does not depend on the prune settings, so IMP_G, IMP_GD, OMP and random-pruning runs of one config can
+    share it (one dense baseline, trained once). Copies ``init.pt`` and ``level_0`` into this run if it has no
+    level 0 yet.
+
+    Raises:
+        DeganError: the source is not a run with a finished level 0, or its config differs from this run's in
+            anything but ``prune.*``, ``eval.*`` and the name, or it drew another subset, or this run already has a
+            different level 0.
+    """
+    import shutil
+
+    src = RunLayout(Path(source))
+    if not src.config.is_file() or not src.level(0).is_done():
+        raise DeganError(f"--dense-from {source}: not a run folder with a finished level_0")
+    from ..config import merge
+
+    theirs, mine = to_dict(merge(RunConfig(), load_file(src.config))), to_dict(exp.cfg)
+    diffs = [f"{sec}.{k}: {theirs.get(sec, {}).get(k)!r} vs {v!r}" for sec, vals in mine.items()
+             if isinstance(vals, dict) and sec not in ("prune", "eval") for k, v in vals.items()
+             if sec != "train" or k not in ("snap_kimg", "log_kimg", "keep_checkpoints", "device")
+             if theirs.get(sec, {}).get(k) != v]
+    if diffs:
+        raise DeganError(f"--dense-from {source} trained its dense level with another config ("
+                         + "; ".join(diffs[:5]) + "); only prune.* and eval.* may differ")
+    if read_json(src.subset).get("indices") != exp.indices.tolist():
+        raise DeganError(f"--dense-from {source} drew another data subset; the dense level cannot be shared")
+    if exp.run.level(0).root.exists():
+        import filecmp
+
+        if exp.run.init.is_file() and filecmp.cmp(src.init, exp.run.init, shallow=False):
+            return  # already shared (a re-run)
+        raise DeganError(f"{exp.run.level(0).root} exists already; --dense-from only fills a run without level 0")
+    shutil.copy2(src.init, exp.run.init)
+    tmp = exp.run.root / ".level_0.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src.level(0).root, tmp)
+    tmp.rename(exp.run.level(0).root)
+    exp.log(f"[degan] level_0 shared from {src.root} (dense level trained once for all variants)")
+
+
 def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progress: bool = True,
-               log: Log = _print, branches: tuple[str, ...] = ()) -> RunLayout:
+               log: Log = _print, branches: tuple[str, ...] = (), dense_from: str | Path | None = None) -> RunLayout:
     """Lottery tickets: level 0 dense, then ``prune.levels`` levels of prune -> rewind -> train -> evaluate.
 
     The variant (IMP_G / IMP_GD / IMP_GD^KD, pruning method, rewind point, D reset, rate) comes from ``cfg.prune``.
@@ -560,6 +607,8 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
         The run folder layout.
     """
     exp = prepare(cfg, outdir, "ticket", log)
+    if dense_from is not None:
+        share_dense_level(exp, dense_from)
     init = initial_weights(exp)
     masks = dense_masks(cfg)
     variant = variant_name(cfg.prune)

@@ -60,7 +60,10 @@ def prunable_modules(net: nn.Module, prunable: str | Iterable[str] = "conv,convT
     """Yield ``(weight_name, module)`` for every layer of the chosen kinds (weights only; biases never)."""
     types = tuple(t for k in parse_kinds(prunable) for t in PRUNABLE_KINDS[k])
     for name, module in net.named_modules():
-        if isinstance(module, types) and getattr(module, "weight", None) is not None:
+        # not ``module.weight``: on a parametrized layer reading it runs the parametrizations (spectral norm's
+        # power iteration in training mode changes its buffers)
+        has_weight = parametrize.is_parametrized(module, "weight") or module._parameters.get("weight") is not None
+        if isinstance(module, types) and has_weight:
             yield (f"{name}.weight" if name else "weight"), module
 
 
@@ -173,3 +176,69 @@ def layer_density(mask: Mask) -> dict[str, dict]:
 def ones_like_mask(net: nn.Module) -> Mask:
     """An all-kept mask for every masked layer of ``net``."""
     return {name: torch.ones_like(m) for name, m in get_mask(net).items()}
+
+
+def check_binary_mask(mask: Mask, where: str) -> None:
+    """Check that every tensor of ``mask`` is binary: a bool tensor, or a numeric one holding only 0 and 1.
+
+    Call it on masks read from files (checkpoints, ``mask.pt`` of a ticket level) before :func:`set_mask`, which
+    would otherwise load e.g. a float 0.5 as a soft mask that scales weights instead of pruning them.
+
+    Args:
+        mask: ``{weight_name: tensor}``; bool tensors pass, numeric tensors pass when every value is 0 or 1.
+        where: where the mask came from, for the message (e.g. ``"runs/x/level_03/mask.pt, G"``).
+
+    Raises:
+        CheckpointError: an entry is not a tensor, or holds a value other than 0 and 1 (NaN included); the
+            message names the entry and an offending value.
+    """
+    for name, m in mask.items():
+        if not isinstance(m, torch.Tensor):
+            raise CheckpointError(f"mask {name} in {where} is a {type(m).__name__}, not a tensor; "
+                                  "a mask must hold 0/1 tensors keyed by weight name")
+        if m.dtype == torch.bool:
+            continue
+        bad = m[~((m == 0) | (m == 1))]
+        if bad.numel():
+            raise CheckpointError(
+                f"mask {name} in {where} has non-binary values (e.g. {bad.flatten()[0].item()!r}, "
+                f"{bad.numel()} of {m.numel()} entries, dtype {m.dtype}); a mask must hold 0/1 "
+                "(bool True = kept); was a soft score or a weight tensor saved in its place?"
+            )
+
+
+def layer_keep_fraction(net: nn.Module) -> dict[str, float]:
+    """Kept fraction of every masked layer of ``net``, in [0, 1], keyed by weight name (as in :func:`get_mask`).
+
+    A layer counts as masked when a parametrization of its weight is a :class:`WeightMask` (fraction = mean of
+    its 0/1 buffer) or defines ``kept_fraction() -> float | 0-d tensor`` (e.g. the dynamic masks of RG-GAN). When
+    one weight carries several of them, the fractions are multiplied: exact when at most one of them prunes (the
+    usual case), an estimate assuming independent masks otherwise. Layers not in the result are dense (1.0),
+    including layers that carry only spectral norm.
+
+    Cost: one reduction per mask tensor and one host sync per layer, so call it every few iterations, not every
+    step.
+
+    Raises:
+        ValueError: a ``kept_fraction()`` returned a value outside [0, 1].
+    """
+    fractions: dict[str, float] = {}
+    for name, module in net.named_modules():
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        frac, found = 1.0, False
+        for p in module.parametrizations.weight:
+            if isinstance(p, WeightMask):
+                m = p.mask
+                f = float(m.count_nonzero()) / m.numel() if m.numel() else 1.0
+            elif callable(getattr(p, "kept_fraction", None)):
+                f = float(p.kept_fraction())
+                if not 0.0 <= f <= 1.0:
+                    raise ValueError(f"{type(p).__name__}.kept_fraction() of layer {name or '(root)'} returned {f}; "
+                                     "a kept fraction must be in [0, 1]")
+            else:
+                continue
+            frac, found = frac * f, True
+        if found:
+            fractions[f"{name}.weight" if name else "weight"] = frac
+    return fractions

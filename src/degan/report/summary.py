@@ -1,4 +1,5 @@
-"""Run reports: a Markdown table over levels (density G/D, FID, KID, #RI, wall time) with the sample grids."""
+"""Run reports: a Markdown table over levels and branches (density G/D, FID, KID, #RI, training FLOPs, wall time),
+the plot FID vs remaining weights with the data behind it as CSV, and the sample grids."""
 
 from __future__ import annotations
 
@@ -7,23 +8,58 @@ from pathlib import Path
 
 from ..fileio import read_json, read_jsonl, write_text
 
+PLOT_PNG = "fid_vs_density.png"
+"""File name of the metric-vs-remaining-weights plot :func:`write_report` writes in the run folder."""
+PLOT_CSV = "fid_vs_density.csv"
+"""File name of the data behind :data:`PLOT_PNG`."""
+
 
 def collect(run_root: str | Path) -> list[dict]:
-    """One row per level folder of a run: ``done.json`` merged with the latest value of each metric."""
+    """One row per stage folder of a run: the levels and their branches, in the order of ``RunLayout.stages()``.
+
+    A finished stage's row is its ``done.json`` merged with the latest value of each metric in ``metrics.jsonl``
+    (later evaluations, e.g. ``degan eval``, add to or override ``done.json``'s metrics).
+
+    Args:
+        run_root: the run folder.
+
+    Returns:
+        Rows with at least ``stage`` (folder name, e.g. ``level_2_random_ticket``), ``level`` (int), ``branch``
+        (str or None for a level), ``variant`` (str or None), ``status`` (``done`` | ``unfinished``), ``dir``
+        (Path) and ``metrics`` (``{name: {"value", "std", "protocol"}}``); finished rows also carry the keys of
+        ``done.json`` (``density_G``, ``density_D``, ``real_images_shown``, ``costs``, ``flops_ratio``...).
+        ``level`` and ``branch`` come from the folder name.
+    """
     from ..lottery.layout import RunLayout
 
     rows = []
-    for stage in RunLayout(Path(run_root)).levels():
-        if not stage.done.is_file():
-            rows.append({"level": stage.level, "status": "unfinished", "dir": stage.root})
+    for stage in RunLayout(Path(run_root)).stages():
+        ident = {"stage": stage.root.name, "level": stage.level, "branch": stage.branch, "dir": stage.root}
+        if not stage.is_done():
+            rows.append({**ident, "variant": None, "status": "unfinished", "metrics": {}})
             continue
-        row = dict(read_json(stage.done), status="done", dir=stage.root)
+        done = read_json(stage.done)
+        row = {**done, **ident, "variant": done.get("variant"), "status": "done"}
         metrics = dict(row.get("metrics") or {})
-        for rec in read_jsonl(stage.metrics):  # later evaluations (degan eval) add to or override these
-            metrics[rec["metric"]] = {"value": rec["value"], "std": rec.get("std"), "protocol": rec.get("protocol")}
+        for rec in read_jsonl(stage.metrics):
+            if "metric" in rec:
+                metrics[rec["metric"]] = {"value": rec.get("value"), "std": rec.get("std"),
+                                          "protocol": rec.get("protocol")}
         row["metrics"] = metrics
         rows.append(row)
     return rows
+
+
+def metric_names(rows: list[dict]) -> list[str]:
+    """Metric names of ``rows`` ordered FIDs, KIDs, then the others (each group by first appearance)."""
+    names: list[str] = []
+    for r in rows:
+        for n in r.get("metrics") or {}:
+            if n not in names:
+                names.append(n)
+    fids = [n for n in names if n.startswith("fid")]
+    kids = [n for n in names if n.startswith("kid")]
+    return fids + kids + [n for n in names if n not in fids and n not in kids]
 
 
 def _fmt_metric(m: dict | None) -> str:
@@ -43,37 +79,112 @@ def _hms(seconds: float | None) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     m, s = divmod(int(round(seconds)), 60)
+    if m >= 60:
+        h, m = divmod(m, 60)
+        return f"{h} h {m:02d} min"
     return f"{m} min {s:02d} s"
 
 
+_FLOP_UNITS = [(1e21, "ZFLOP"), (1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"),
+               (1e6, "MFLOP"), (1e3, "kFLOP")]
+
+
+def format_flops(flops: float | None) -> str:
+    """A FLOP count in human units with 3 significant digits: ``1.2e15`` -> ``1.2 PFLOP``; None -> ``-``."""
+    if flops is None:
+        return "-"
+    flops = float(flops)
+    for scale, unit in _FLOP_UNITS:
+        if abs(flops) >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.3g} FLOP"
+
+
+def _fmt_density(r: dict, key: str) -> str:
+    v = r.get(key)
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _stage_label(r: dict) -> str:
+    """``2`` for a level, ``2 ↳ random_ticket`` for a branch of level 2."""
+    return str(r["level"]) if not r.get("branch") else f"{r['level']} ↳ {r['branch']}"
+
+
+def _costs_cells(r: dict) -> list[str]:
+    costs = r.get("costs") or {}
+    dense, eff = costs.get("train_flops_dense"), costs.get("train_flops_effective")
+    ratio = costs.get("effective_ratio")
+    if ratio is None and dense and eff is not None:
+        ratio = eff / dense
+    eff_cell = format_flops(eff)
+    if eff is not None and ratio is not None:
+        eff_cell += f" ({100 * ratio:.3g} %)"
+    return [format_flops(dense), eff_cell]
+
+
+def _wall(r: dict) -> str:
+    train, ev = r.get("train_seconds"), r.get("eval_seconds")
+    if train is None and ev is None:
+        return "-"
+    return _hms((train or 0.0) + (ev or 0.0))
+
+
 def table(rows: list[dict]) -> tuple[str, list[str]]:
-    """Markdown table of ``rows`` and the metric names used as columns."""
-    names: list[str] = []
-    for r in rows:
-        for n in r.get("metrics", {}) or {}:
-            if n not in names:
-                names.append(n)
-    fids = [n for n in names if n.startswith("fid")]
-    kids = [n for n in names if n.startswith("kid")]
-    others = [n for n in names if n not in fids and n not in kids]
-    cols = fids + kids + others
-    head = ["level", "density G", "density D", "sparsity G", *cols, "#RI", "kimg", "train time", "eval time"]
+    """Markdown table of ``rows`` (from :func:`collect`) and the metric names used as columns.
+
+    Columns: level (``2``; a branch reads ``2 ↳ random_ticket``), density G (channel tickets add their forward-FLOPs
+    ratio of G), density D, sparsity G, one column
+    per metric (FIDs, KIDs, others), #RI, training FLOPs dense and effective (with the effective/dense ratio), wall
+    time (train + eval), the variant (when any row has one) and the stage folder. Absent values show ``-``;
+    unfinished stages say so.
+    """
+    cols = metric_names(rows)
+    show_variant = any(r.get("variant") for r in rows)
+    head = ["level", "density G", "density D", "sparsity G", *cols, "#RI", "train FLOPs (dense)",
+            "train FLOPs (effective)", "wall time", *(["variant"] if show_variant else []), "stage"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r.get("status") != "done":
-            lines.append(f"| {r['level']} | unfinished |" + " |" * (len(head) - 2))
+            cells = [_stage_label(r), "unfinished"] + ["-"] * (len(head) - 3) + [r["stage"]]
+            lines.append("| " + " | ".join(cells) + " |")
             continue
-        cells = [str(r["level"]), f"{r['density_G']:.4f}", f"{r['density_D']:.4f}", f"{100 * (1 - r['density_G']):.1f} %"]
+        dg = r.get("density_G")
+        ri = r.get("real_images_shown")
+        dens_g = _fmt_density(r, "density_G")
+        if r.get("flops_ratio") is not None:  # channel tickets: fewer channels, dense weights
+            dens_g += f" (FLOPs {100 * r['flops_ratio']:.3g} %)"
+        cells = [_stage_label(r), dens_g, _fmt_density(r, "density_D"),
+                 "-" if dg is None else f"{100 * (1 - dg):.1f} %"]
         cells += [_fmt_metric(r["metrics"].get(c)) for c in cols]
-        cells += [f"{r['real_images_shown']:,}", f"{r['kimg']:.1f}", _hms(r.get("train_seconds")),
-                  _hms(r.get("eval_seconds"))]
+        cells += ["-" if ri is None else f"{ri:,}", *_costs_cells(r), _wall(r)]
+        if show_variant:
+            cells.append(r.get("variant") or "-")
+        cells.append(r["stage"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), cols
 
 
+def _plot_network(run_root: Path) -> str:
+    """``D`` when the run's config prunes D only, else ``G``."""
+    from ..config import load_file
+    from ..errors import ConfigError
+
+    try:
+        prune = load_file(Path(run_root) / "config.yaml").get("prune") or {}
+    except ConfigError:
+        return "G"
+    nets = {n.strip() for n in str(prune.get("networks", "G,D")).split(",") if n.strip()}
+    return "D" if nets == {"D"} else "G"
+
+
 def write_report(run_root: str | Path) -> Path:
-    """Write ``report.md`` in the run folder and return its path."""
+    """Write ``report.md`` in the run folder and return its path.
+
+    When a finished stage has a FID or KID metric, the plot of that metric vs the remaining weights
+    (:data:`PLOT_PNG`) and its data (:data:`PLOT_CSV`) are written beside it and linked from the report.
+    """
     from ..lottery.layout import RunLayout
+    from .plots import fid_vs_density
 
     run = RunLayout(Path(run_root))
     rows = collect(run.root)
@@ -86,10 +197,24 @@ def write_report(run_root: str | Path) -> Path:
     out = [f"# degan report: {run.root.name}", "",
            "Config: [config.yaml](config.yaml) · data: [data.json](data.json) · environment: [env.json](env.json)", "",
            text, "",
-           "#RI = real images shown to D. Train time = wall time of the training loop (incl. snapshots); "
-           "eval time = generating and scoring the evaluation samples. Metrics are computed on G_ema."]
+           ("`2 ↳ <branch>` = a branch trained from level 2's result (folder `level_2_<branch>`). "
+            if any(r.get("branch") for r in rows) else "") +
+           "#RI = real images shown to D. Training FLOPs: dense = the same schedule with dense networks, effective = "
+           "counting only the unpruned weights (the percentage is effective / dense). Wall time = training loop "
+           "(incl. snapshots) + evaluation (generating and scoring the samples). Metrics are computed on G_ema."]
     if protocol:
         out += ["", "Metric protocol: " + ", ".join(f"{k} = {v}" for k, v in protocol.items() if v is not None)]
+
+    plotted = [c for c in cols if c.startswith(("fid", "kid"))]
+    if any(r.get("status") == "done" and r["metrics"].get(c, {}).get("value") is not None
+           for r in rows for c in plotted):
+        network = _plot_network(run.root)
+        fid_vs_density([run.root], run.root / PLOT_PNG, run.root / PLOT_CSV, network=network)
+        out += ["", f"## {plotted[0]} vs remaining weights", "",
+                f"![{plotted[0]} vs remaining weights of {network}]({PLOT_PNG})", "",
+                f"Data: [{PLOT_CSV}]({PLOT_CSV}). x = remaining weights of {network} (log scale; channel tickets: "
+                "forward FLOPs of the compact G / dense G); the dashed line is the dense level 0."]
+
     out += ["", "## Samples (G_ema, fixed latents)", ""]
     if first is not None and (Path(first["dir"]) / "samples" / "reals.png").is_file():
         rel = os.path.relpath(Path(first["dir"]) / "samples", run.root)
@@ -100,7 +225,9 @@ def write_report(run_root: str | Path) -> Path:
         grid = Path(r["dir"]) / "samples" / "fakes_latest.png"
         if r.get("status") == "done" and grid.is_file():
             rel = os.path.relpath(grid, run.root)
-            out += [f"### level {r['level']} (density G {r['density_G']:.3f})", "", f"![level {r['level']}]({rel})", ""]
+            name = f"level {r['level']}" + (f" · {r['branch']}" if r.get("branch") else "")
+            dens = "" if r.get("density_G") is None else f" (density G {r['density_G']:.3f})"
+            out += [f"### {name}{dens}", "", f"![{name}]({rel})", ""]
     path = run.report
     write_text(path, "\n".join(out) + "\n")
     return path

@@ -25,6 +25,8 @@ class TrainState:
         cur_nimg: real images shown to D so far (#RI); kimg = cur_nimg / 1000.
         generators: seeded ``torch.Generator`` per stream: latents, batch indices and flips, augmentation.
         wall_seconds: training wall time accumulated over resumes, seconds.
+        extras: other stateful parts of the run (objects with ``state_dict()`` / ``load_state_dict()``: the FLOPs
+            meter, dynamic-pruning state, ...), saved under ``"extras"`` and restored by name on resume.
     """
 
     G: nn.Module
@@ -36,6 +38,7 @@ class TrainState:
     cur_nimg: int = 0
     generators: dict[str, torch.Generator] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    extras: dict = field(default_factory=dict)
 
     @property
     def kimg(self) -> float:
@@ -54,6 +57,7 @@ class TrainState:
             "wall_seconds": self.wall_seconds,
             "rng": {name: g.get_state() for name, g in self.generators.items()},
             "torch_rng": torch.get_rng_state(),
+            "extras": {name: obj.state_dict() for name, obj in self.extras.items()},
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -81,6 +85,9 @@ class TrainState:
                 self.generators[name].set_state(s)
         if "torch_rng" in sd:
             torch.set_rng_state(sd["torch_rng"])
+        for name, extra in sd.get("extras", {}).items():
+            if name in self.extras:
+                self.extras[name].load_state_dict(extra)
 
 
 def make_generators(seed: int) -> dict[str, torch.Generator]:
