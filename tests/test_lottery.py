@@ -251,3 +251,26 @@ def test_dense_level_shared_between_variants(tmp_path, folder):
     res = run(["ticket", "--outdir", out, "--data", folder, "--levels", "1", "--kimg", "0.064", "--variant", "IMP_G",
                "--dense-from", src, *TINY], expect=2)
     assert "another config" in res and "total_kimg" in res
+
+
+def test_channel_branch_and_compact_export_from_the_cli(tmp_path, folder):
+    from degan.export import load_compact, load_stage_generator
+
+    out = tmp_path / "c"
+    run(["ticket", "--outdir", out, "--data", folder, "--levels", "0", "--kimg", "0.032", *TINY])
+    r = only_run(out)
+    run(["branch", r / "level_0", "channel", "--prune-fraction", "0.5", "--slim-kimg", "0.016", "--no-progress"])
+    d = done(r / "level_0_channel")
+    assert 0 < d["flops_ratio"] < 1 and d["params_G_compact"] < d["params_G_dense"]
+    res = run(["export", r, "--compact", "--out", tmp_path / "exp"])
+    assert "level_0_channel" in res
+    G_compact = load_compact(tmp_path / "exp" / "level_0_channel")
+    G_stage = load_stage_generator(r / "level_0_channel")
+    z = torch.randn(4, G_stage.z_dim)
+    with torch.no_grad():
+        assert torch.allclose(G_compact.eval()(z), G_stage(z), atol=1e-5)
+    assert sum(p.numel() for p in G_compact.parameters()) == d["params_G_compact"]
+    assert not any("mask" in k for k in G_compact.state_dict())
+    run(["generate", r / "level_0_channel", "--seeds", "0-3", "--grid", tmp_path / "c.png"])
+    res = run(["export", r / "level_0", "--out", tmp_path / "x"], expect=2)
+    assert "--compact" in res

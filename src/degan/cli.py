@@ -236,11 +236,17 @@ def ticket(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw)
 @click.option("--adapt", is_flag=True, help="transfer: resize / convert a dataset whose resolution or channels differ")
 @click.option("--seed", type=int, default=None, help="seed of the fresh init or random mask  [default: run seed + 1]")
 @click.option("--rho", type=float, default=None, help="channel: L1 strength on BN scales  [default: 5e-4]")
+@click.option("--prune-fraction", type=float, default=None,
+              help="channel: remove this fraction of the selectable channels by smallest |gamma| (global percentile, "
+                   "Liu et al. 2017) instead of only exact zeros")
+@click.option("--slim-kimg", type=float, default=None, help="channel: length of the slimming stage  [default: train.total_kimg]")
+@click.option("--distill-weight", type=float, default=None, help="channel: weight of the distillation to the dense G  [default: 1]")
 @click.option("--resume", type=click.Choice(["latest"]), default=None, help="continue an unfinished branch")
 @click.option("--progress/--no-progress", default=True, help="progress bar")
 @click.option("--dry-run", is_flag=True, help="print what would be trained and stop")
 @handle_errors
 def branch(level_dir: str, kind: str, data: str | None, init: str, adapt: bool, seed: int | None, rho: float | None,
+           prune_fraction: float | None, slim_kimg: float | None, distill_weight: float | None,
            resume: str | None, progress: bool, dry_run: bool) -> None:
     """Train a branch of a finished level beside it (runs/<run>/level_<k>_<branch>): random_ticket (same mask,
     fresh init), random_mask (same per-layer density, same init), finetune (no rewind), transfer (another dataset),
@@ -252,7 +258,8 @@ def branch(level_dir: str, kind: str, data: str | None, init: str, adapt: bool, 
     if dry_run:
         click.echo(f"# would train {kind} from {level_dir} into {exp.run.root / f'level_{k}_{name}'}")
         return
-    options = {"rho": rho} if rho is not None else {}
+    options = {k: v for k, v in (("rho", rho), ("prune_fraction", prune_fraction), ("slim_kimg", slim_kimg),
+                                 ("distill_weight", distill_weight)) if v is not None}
     summary = run_branch(exp, k, kind, seed=seed, data=data, init=init, adapt=adapt, resume=resume is not None,
                          progress=progress, **options)
     from .report import write_report
@@ -407,6 +414,30 @@ def generate(run_or_level: str, seeds: str, grid: str | None, image_dir: str | N
             with atomic_path(Path(image_dir) / f"seed{s:04d}.png") as tmp:
                 Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
         click.echo(f"{len(seed_list)} images in {image_dir}")
+
+
+@main.command("export", context_settings=CONTEXT)
+@click.argument("run_or_stage", type=click.Path(exists=True, file_okay=False))
+@click.option("--compact", is_flag=True, required=True,
+              help="write a plain generator: masks folded into the weights, channel tickets as the smaller network; "
+                   "it loads with degan.export.load_compact, without the masks machinery")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="output folder  [default: <run>/export/<stage>]")
+@handle_errors
+def export(run_or_stage: str, compact: bool, out: str | None) -> None:
+    """Export the final G_ema of every finished stage of a run (or of one level/branch folder)."""
+    from .export import export_compact
+    from .lottery.layout import find_stage
+
+    run, stages = find_stage(run_or_stage)
+    if Path(run_or_stage).resolve() == run.root.resolve():
+        stages = [s for s in run.stages() if s.is_done()]
+    stages = [s for s in stages if s.is_done()]
+    if not stages:
+        raise DeganError(f"{run_or_stage} has no finished stage to export")
+    for st in stages:
+        target = Path(out) / st.root.name if out and len(stages) > 1 else Path(out or run.root / "export" / st.root.name)
+        click.echo(str(export_compact(st.root, target)))
 
 
 @main.command(context_settings=CONTEXT)

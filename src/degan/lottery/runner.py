@@ -438,6 +438,10 @@ def load_generator(stage: StageLayout, device: str | torch.device = "cpu") -> nn
     if not stage.G_ema.is_file() or not stage.generator_json.is_file():
         raise CheckpointError(f"{stage.root} has no final generator (G_ema.safetensors); has it finished training?")
     meta = read_json(stage.generator_json)
+    if meta.get("kept_channels"):  # a channel-pruned ticket: rebuilt as the smaller network
+        from ..export import load_stage_generator
+
+        return load_stage_generator(stage, device)
     G, _ = create_model(meta["model"], spectral_norm=meta["spectral_norm"],
                         pre_sn_hook=lambda net: add_masks(net, meta["prunable"]), **meta["kwargs"])
     try:

@@ -32,6 +32,7 @@ from degan.models.layers import (
     check_common_options,
     init_normal,
     mark_sn,
+    Up2,
 )
 
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan", "dcgan_base_channels"]
@@ -89,7 +90,7 @@ class DCGANGenerator(GeneratorBase):
         while r < resolution:
             c_in, c_out = _channels(base, resolution, r), _channels(base, resolution, 2 * r)
             blocks += [
-                nn.Upsample(scale_factor=2, mode="nearest"),
+                Up2(),
                 init_normal(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)),
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
