@@ -103,7 +103,7 @@ def _run_options(fn):
 
 def _overrides(kw: dict) -> dict:
     """Nested config overrides from the CLI flags that were given."""
-    o: dict = {"data": {}, "model": {}, "train": {}, "eval": {}, "prune": {}, "advaug": {}}
+    o: dict = {"data": {}, "model": {}, "train": {}, "eval": {}, "prune": {}, "advaug": {}, "dynamic": {}}
     pairs = {
         ("data", "source"): kw.get("source"), ("data", "resolution"): kw.get("resolution"),
         ("data", "channels"): int(kw["channels"]) if kw.get("channels") else None,
@@ -160,9 +160,20 @@ def main() -> None:
 @_run_options
 @click.option("--ticket", type=click.Path(file_okay=False), default=None,
               help="train a found ticket: a level folder runs/<run>/level_<k> (its mask, rewound to its theta_0)")
+@click.option("--dynamic-prune", is_flag=True, default=False,
+              help="RG-GAN: prune during training with learned per-channel thresholds (dynamic.* for details)")
+@click.option("--regen-every", type=float, default=None,
+              help="RG-GAN augmented regeneration: check dynamic.regen_metric every this many kimg  [default: off]")
 @handle_errors
 def train(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) -> None:
-    """Train one GAN (dense, or a ticket with --ticket), evaluate G_ema, write a report."""
+    """Train one GAN (dense, a ticket with --ticket, or RG-GAN with --dynamic-prune), evaluate G_ema, report."""
+    sets = list(kw.get("sets") or ())
+    if kw.pop("dynamic_prune", False):
+        sets.insert(0, "dynamic.enabled=true")
+    regen = kw.pop("regen_every", None)
+    if regen is not None:
+        sets.append(f"dynamic.regen_every_kimg={regen}")
+    kw["sets"] = tuple(sets)
     cfg = _resolve(kw)
     if dry_run:
         _show(cfg, "train", outdir)

@@ -225,6 +225,41 @@ class AdvAugConfig:
 
 
 @dataclass(frozen=True)
+class DynamicConfig:
+    """RG-GAN dynamic pruning with regeneration (SPEC §5; :mod:`degan.pruning.dynamic`, :mod:`degan.train.regen`).
+
+    Attributes:
+        enabled: train with dynamic masks (``--dynamic-prune``); exclusive with ticket masks.
+        lam: sparsity regulariser lambda of ``lam * sum exp(-t)`` on both players (paper 5e-12, code 1e-12), >= 0.
+        threshold_grad: ``ste`` (thresholds learn from the loss through the DST estimator) or ``regularizer_only``
+            (the released code: the mask is a constant for autograd).
+        prunable: layer kinds with dynamic masks (all conv and linear weights, not biases or normalisation).
+        min_keep: collapse guard: a layer whose kept ratio falls to this or below has its thresholds reset.
+        threshold_lr: Adam learning rate of the threshold group; None = the network's lr (betas/eps as the weights).
+        regen_every_kimg: period of augmented regeneration's FID check in kimg; None = no augmented regeneration
+            (dynamic pruning with recurrent regeneration only).
+        trigger: ``paper`` (current FID > weighted average of the previous 5) or ``reference`` (> average of the
+            last 5 including the current, weights 0.1, 0.1, 0.2, 0.2, 0.4).
+        regen_metric: metric protocol of the trigger (lower is better): ``fid_train`` or the cheaper ``kid_train``.
+        regen_num_gen: generated images per trigger evaluation.
+        output: the saved final generator: ``sparse`` (masks applied, Sparse_RG) or ``dense`` (all stored weights,
+            Dense_RG); both files are written, this one is the run's G_ema.
+    """
+
+    enabled: bool = False
+    lam: float = 5e-12
+    threshold_grad: str = "ste"
+    prunable: str = "conv,convT,linear"
+    min_keep: float = 0.01
+    threshold_lr: float | None = None
+    regen_every_kimg: float | None = None
+    trigger: str = "paper"
+    regen_metric: str = "fid_train"
+    regen_num_gen: int = 1000
+    output: str = "sparse"
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation at the end of each stage (SPEC §8).
 
@@ -263,6 +298,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     advaug: AdvAugConfig = field(default_factory=AdvAugConfig)
+    dynamic: DynamicConfig = field(default_factory=DynamicConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -416,6 +452,10 @@ _CHOICES = {
     "train.device": ("auto", "cpu", "cuda"),
     "prune.mask_source": ("G", "G_ema"),
     "prune.method": ("imp_global", "imp_layerwise", "omp", "random"),
+    "dynamic.threshold_grad": ("ste", "regularizer_only"),
+    "dynamic.trigger": ("paper", "reference"),
+    "dynamic.regen_metric": ("fid_train", "kid_train", "fid_test", "kid_test", "none"),
+    "dynamic.output": ("sparse", "dense"),
 }
 
 
@@ -472,6 +512,23 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"prune.d_reset={d_reset!r} is not valid; use rewind, trained or seed:<n>")
     if cfg.prune.kd_weight < 0:
         raise ConfigError(f"prune.kd_weight must be >= 0, got {cfg.prune.kd_weight}")
+    dyn = cfg.dynamic
+    if dyn.lam < 0:
+        raise ConfigError(f"dynamic.lam must be >= 0 (paper 5e-12), got {dyn.lam}")
+    if not 0.0 <= dyn.min_keep < 1.0:
+        raise ConfigError(f"dynamic.min_keep must be in [0, 1), got {dyn.min_keep}")
+    if dyn.regen_every_kimg is not None and not dyn.regen_every_kimg > 0:
+        raise ConfigError(f"dynamic.regen_every_kimg must be > 0 or null, got {dyn.regen_every_kimg}")
+    if dyn.regen_every_kimg is not None and dyn.regen_metric == "none":
+        raise ConfigError("regeneration without a metric configured: dynamic.regen_every_kimg is set but "
+                          "dynamic.regen_metric=none; choose fid_train or kid_train, or set regen_every_kimg=null")
+    if dyn.threshold_lr is not None and not dyn.threshold_lr > 0:
+        raise ConfigError(f"dynamic.threshold_lr must be > 0 or null, got {dyn.threshold_lr}")
+    if dyn.regen_num_gen < 2:
+        raise ConfigError(f"dynamic.regen_num_gen must be >= 2, got {dyn.regen_num_gen}")
+    if dyn.enabled and (cfg.ticket or cfg.prune.levels > 0):
+        raise ConfigError("dynamic pruning (RG-GAN) trains its own masks; it does not combine with --ticket or IMP "
+                          "levels. Train a dense run with --dynamic-prune, or a ticket without it")
     if cfg.advaug.enabled:
         from .augment.advaug import AdvAugSettings
 
@@ -579,7 +636,7 @@ def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str,
 
 
 __all__ = [
-    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "EvalConfig",
+    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "DynamicConfig", "EvalConfig",
     "RunConfig",
     "PRESETS", "VARIANTS", "variant_name", "parse_rewind", "resolve", "merge", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
     "config_hash", "non_default", "replace",

@@ -96,8 +96,30 @@ def build_networks(cfg: RunConfig, device: torch.device | str = "cpu", seed: int
     return G.to(device), D.to(device)
 
 
+def build_dynamic_networks(cfg: RunConfig, device: torch.device | str = "cpu", seed: int | None = None
+                           ) -> tuple[nn.Module, nn.Module]:
+    """G and D with RG-GAN dynamic masks (thresholds per output channel) on every conv/linear weight, registered
+    before spectral norm, seeded (SPEC §5; :func:`degan.pruning.dynamic.add_dynamic_masks`)."""
+    from ..pruning.dynamic import add_dynamic_masks
+
+    torch.manual_seed(cfg.train.seed if seed is None else seed)
+    dyn = cfg.dynamic
+    G, D = create_model(cfg.model.name, spectral_norm=cfg.model.spectral_norm,
+                        pre_sn_hook=lambda net: add_dynamic_masks(net, dyn.prunable, dyn.threshold_grad),
+                        **model_kwargs(cfg))
+    return G.to(device), D.to(device)
+
+
+def networks_for(cfg: RunConfig) -> Callable[..., tuple[nn.Module, nn.Module]]:
+    """The network builder of a config: dynamic masks for RG-GAN runs, ticket masks otherwise."""
+    return build_dynamic_networks if cfg.dynamic.enabled else build_networks
+
+
 def dense_masks(cfg: RunConfig) -> dict[str, Mask]:
-    """All-kept masks ``{"G": Mask, "D": Mask}`` for the configured model and prunable set (level 0)."""
+    """All-kept masks ``{"G": Mask, "D": Mask}`` for the configured model and prunable set (level 0); empty masks
+    for RG-GAN runs (their dynamic masks are not ticket masks)."""
+    if cfg.dynamic.enabled:
+        return {"G": {}, "D": {}}
     G, D = build_networks(cfg)
     return {"G": ones_like_mask(G), "D": ones_like_mask(D)}
 
@@ -204,7 +226,7 @@ def initial_weights(exp: Experiment) -> dict:
     """theta_0 / phi_0: load ``init.pt`` or create it from the seed (written atomically, once per run)."""
     if exp.run.init.is_file():
         return torch.load(exp.run.init, map_location="cpu", weights_only=True)
-    G, D = build_networks(exp.cfg)
+    G, D = networks_for(exp.cfg)(exp.cfg)
     init = {"G": G.state_dict(), "D": D.state_dict(), "model": to_dict(exp.cfg.model),
             "resolution": exp.cfg.data.resolution, "channels": exp.cfg.data.channels}
     with atomic_path(exp.run.init) as tmp:
@@ -276,7 +298,7 @@ Builder = Callable[[RunConfig], tuple[nn.Module, nn.Module]]
 def _restore_from(exp: Experiment, init: dict, masks: dict[str, Mask], build: Builder | None = None
                   ) -> tuple[nn.Module, nn.Module]:
     """Fresh G, D with the weights rewound to ``init`` and ``masks`` applied (pruned raw weights zeroed)."""
-    G, D = (build or build_networks)(exp.cfg)
+    G, D = (build or networks_for(exp.cfg))(exp.cfg)
     try:
         G.load_state_dict(init["G"])
         D.load_state_dict(init["D"])
@@ -347,9 +369,20 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         return read_json(stage.done)
     stage.root.mkdir(parents=True, exist_ok=True)
     G, D = _restore_from(exp, init, masks, build)
-    state = make_state(G, D, lr_G=cfg.optim.lr_G, lr_D=cfg.optim.lr_D, betas=(cfg.optim.beta1, cfg.optim.beta2),
-                       eps=cfg.optim.eps, seed=cfg.train.seed)
+    opt_kw = dict(lr_G=cfg.optim.lr_G, lr_D=cfg.optim.lr_D, betas=(cfg.optim.beta1, cfg.optim.beta2),
+                  eps=cfg.optim.eps, seed=cfg.train.seed)
+    dynamic = None
+    if cfg.dynamic.enabled:
+        from ..train.regen import make_dynamic_state
+
+        state = make_dynamic_state(G, D, threshold_lr=cfg.dynamic.threshold_lr, **opt_kw)
+        dynamic = _dynamic_callback(exp, stage)
+        state.extras["dynamic"] = dynamic
+    else:
+        state = make_state(G, D, **opt_kw)
     extra_callbacks = callbacks(state) if callbacks is not None else []  # may register state.extras
+    if dynamic is not None:
+        extra_callbacks = [dynamic, *extra_callbacks]
     meter = FlopsMeter()
     state.extras["flops"] = meter
     ckpt = latest_checkpoint(stage.checkpoints)
@@ -377,11 +410,13 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     grid_z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed + 1))
     snapshot = Snapshot(stage.checkpoints, stage.samples, cfg.train.snap_kimg, _checkpoint_meta(exp, stage),
                         grid_z, keep=cfg.train.keep_checkpoints)
-    callbacks = [*extra_callbacks, meter, StatsLogger(stage.stats, cfg.train.log_kimg, extra=lambda: {"density_G": dens["G"],
-                                                                              "density_D": dens["D"]}), snapshot]
+    static_density = (lambda: {"density_G": dens["G"], "density_D": dens["D"]}) if dynamic is None else None
+    callbacks = [*extra_callbacks, meter, StatsLogger(stage.stats, cfg.train.log_kimg, extra=static_density), snapshot]
     if progress:
         callbacks.insert(0, ProgressBar(desc=stage.root.name))
     objective = make_objective(cfg, augment)
+    if dynamic is not None:
+        objective = dynamic.wrap(objective)
     if wrap_objective is not None:
         objective = wrap_objective(objective, state)
     trainer = Trainer(state, exp.images, objective, total_kimg=cfg.train.total_kimg,
@@ -397,12 +432,22 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
                          "with --resume latest") from None
 
     # portable generator: safetensors + JSON config
-    save_G_ema(stage, state.G_ema, exp.cfg, generator_meta)
+    if dynamic is not None:
+        dens = _save_dynamic_result(exp, stage, state, dynamic)
+    else:
+        save_G_ema(stage, state.G_ema, exp.cfg, generator_meta)
 
     summary = {"level": stage.level, "density_G": dens["G"], "density_D": dens["D"],
                "sparsity_G": 1 - dens["G"], "sparsity_D": 1 - dens["D"], "kimg": state.kimg, "step": state.step,
                "real_images_shown": state.cur_nimg, "train_seconds": round(state.wall_seconds, 2),
                "costs": {k: v for k, v in meter.summary().items() if k != "layers"}}
+    if dynamic is not None:
+        from ..train.regen import _opt_summary
+
+        summary.update(variant="RG", dynamic={
+            "events": dynamic.events, "fids": dynamic.fids, "dense_phase_at_end": dynamic.dense,
+            "output": cfg.dynamic.output, "settings": to_dict(cfg.dynamic),
+            "optimizer_G": _opt_summary(state.opt_G), "optimizer_D": _opt_summary(state.opt_D)})
     metrics = parse_metrics(cfg.eval.metrics)
     if metrics:
         t0 = time.perf_counter()
@@ -417,6 +462,48 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     summary.update(extra_info or {})
     write_json(stage.done, summary)
     return summary
+
+
+def _dynamic_callback(exp: Experiment, stage: StageLayout):
+    """The RG-GAN callback of a stage, with the trigger metric evaluated on G_ema when regeneration is on."""
+    from ..train.regen import DynamicPruning
+
+    dyn = exp.cfg.dynamic
+    evaluate = None
+    if dyn.regen_every_kimg is not None:
+        def evaluate(G_ema: nn.Module) -> float:
+            rec = evaluate_generator(exp, G_ema, [dyn.regen_metric], dyn.regen_num_gen)[0]
+            G_ema.train()  # evaluation put it in eval mode; the EMA copy's mode does not matter, keep it stable
+            return float(rec["value"])
+    return DynamicPruning(lam=dyn.lam, min_keep=dyn.min_keep, regen_every_kimg=dyn.regen_every_kimg,
+                          trigger=dyn.trigger, evaluate=evaluate, log_path=stage.root / "dynamic.jsonl",
+                          log_kimg=exp.cfg.train.log_kimg)
+
+
+def _save_dynamic_result(exp: Experiment, stage: StageLayout, state: TrainState, dynamic) -> dict:
+    """Write Sparse_RG and Dense_RG generators (plain state dicts, no masks machinery) and the final densities.
+
+    ``G_ema.safetensors`` is the one ``dynamic.output`` names; the other is ``G_ema_dense.safetensors`` /
+    ``G_ema_sparse.safetensors``. Returns the final effective densities ``{"G", "D"}`` of the raw G and D.
+    """
+    from ..pruning.dynamic import dynamic_density
+    from ..train.regen import dense_state_dict, sparse_state_dict
+
+    cfg = exp.cfg
+    out = {"sparse": sparse_state_dict(state.G_ema), "dense": dense_state_dict(state.G_ema)}
+    other = "dense" if cfg.dynamic.output == "sparse" else "sparse"
+    for path, sd in ((stage.G_ema, out[cfg.dynamic.output]), (stage.root / f"G_ema_{other}.safetensors", out[other])):
+        with atomic_path(path) as tmp:
+            save_safetensors({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp))
+    write_json(stage.generator_json, {"model": cfg.model.name, "kwargs": model_kwargs(cfg),
+                                      "spectral_norm": cfg.model.spectral_norm, "plain": True,
+                                      "rg_output": cfg.dynamic.output, "z_dim": state.G_ema.z_dim,
+                                      "degan_version": __version__})
+    dG, dD = dynamic_density(state.G, effective=False), dynamic_density(state.D, effective=False)
+    write_json(stage.density, {"level": stage.level, "density_G": dG["density"], "density_D": dD["density"],
+                               "layers_G": dG["layers"], "layers_D": dD["layers"], "dynamic": True,
+                               "dense_phase_at_end": dynamic.dense, "events": dynamic.events})
+    return {"G": dG["density"], "D": dD["density"]}
 
 
 def save_G_ema(stage: StageLayout, G_ema: nn.Module, cfg: RunConfig, extra: dict | None = None) -> None:
@@ -442,8 +529,8 @@ def load_generator(stage: StageLayout, device: str | torch.device = "cpu") -> nn
         from ..export import load_stage_generator
 
         return load_stage_generator(stage, device)
-    G, _ = create_model(meta["model"], spectral_norm=meta["spectral_norm"],
-                        pre_sn_hook=lambda net: add_masks(net, meta["prunable"]), **meta["kwargs"])
+    hook = None if meta.get("plain") else (lambda net: add_masks(net, meta["prunable"]))
+    G, _ = create_model(meta["model"], spectral_norm=meta["spectral_norm"], pre_sn_hook=hook, **meta["kwargs"])
     try:
         G.load_state_dict(load_safetensors(str(stage.G_ema)))
     except RuntimeError as e:

@@ -215,6 +215,26 @@ def write_report(run_root: str | Path) -> Path:
                 f"Data: [{PLOT_CSV}]({PLOT_CSV}). x = remaining weights of {network} (log scale; channel tickets: "
                 "forward FLOPs of the compact G / dense G); the dashed line is the dense level 0."]
 
+    for r in rows:  # RG-GAN runs: density per layer over time (Figure 3 of the paper) and FID with regenerations
+        log = Path(r["dir"]) / "dynamic.jsonl"
+        if not log.is_file():
+            continue
+        from .dynamic import fid_rows, plot_density, plot_fid_regen
+
+        stage_dir = Path(r["dir"])
+        png, csv_path = plot_density(log, stage_dir / "dynamic_density.png")
+        rel = os.path.relpath(stage_dir, run.root)
+        out += ["", f"## RG-GAN dynamic pruning ({stage_dir.name})", "",
+                f"![density per layer over time]({rel}/{png.name})", "",
+                f"Density of every masked layer of G and D over training (black: the whole network; shaded: dense "
+                f"phases after augmented regeneration). Data: [{csv_path.name}]({rel}/{csv_path.name})."]
+        if fid_rows(log):
+            png, csv_path = plot_fid_regen(log, stage_dir / "dynamic_fid.png")
+            out += ["", f"![trigger metric over time]({rel}/{png.name})", "",
+                    f"The regeneration trigger's metric over training with its moving average; red lines = "
+                    f"regeneration (all pruned weights back), green = pruning resumed. Data: "
+                    f"[{csv_path.name}]({rel}/{csv_path.name})."]
+
     out += ["", "## Samples (G_ema, fixed latents)", ""]
     if first is not None and (Path(first["dir"]) / "samples" / "reals.png").is_file():
         rel = os.path.relpath(Path(first["dir"]) / "samples", run.root)
