@@ -74,7 +74,11 @@ def _run_options(fn):
                      help="training length per level, thousands of real images shown to D  [default: 50 for dcgan]"),
         click.option("--batch", type=int, default=None, help="images per D step and per G step  [default: 32 for dcgan]"),
         click.option("--augment", type=str, default=None,
-                     help=f"none | diffaug[:policy]  [default: {_D.train.augment}]"),
+                     help="none | diffaug[:policy] | ada[:pipeline][:p=P | :target=T,interval=N,kimg=K] (ADA: "
+                          "pipeline bgc, bg, b, c, ...; adaptive p unless p= fixes it); a +lecam suffix turns on "
+                          f"LeCam, e.g. ada+lecam  [default: {_D.train.augment}]"),
+        click.option("--lecam/--no-lecam", default=None,
+                     help="LeCam regulariser on D (weight 0.3 after 1000 G steps; lecam.* for details)  [default: off]"),
         click.option("--subset", type=str, default=None,
                      help="limited data: a fraction (0.1) or a count (500) of the training set  [default: all]"),
         click.option("--subset-seed", type=int, default=None, help=f"seed of the subset  [default: {_D.data.subset_seed}]"),
@@ -103,7 +107,13 @@ def _run_options(fn):
 
 def _overrides(kw: dict) -> dict:
     """Nested config overrides from the CLI flags that were given."""
-    o: dict = {"data": {}, "model": {}, "train": {}, "eval": {}, "prune": {}, "advaug": {}, "dynamic": {}}
+    o: dict = {"data": {}, "model": {}, "train": {}, "eval": {}, "prune": {}, "advaug": {}, "dynamic": {}, "lecam": {}}
+    augment, lecam = split_lecam(kw.get("augment")), kw.get("lecam")
+    if augment is not None and augment[1]:
+        if lecam is False:
+            raise DeganError(f"--augment {kw['augment']} asks for LeCam but --no-lecam is given; drop one of them")
+        lecam = True
+    kw = dict(kw, augment=augment[0] if augment is not None else None, lecam=lecam)
     pairs = {
         ("data", "source"): kw.get("source"), ("data", "resolution"): kw.get("resolution"),
         ("data", "channels"): int(kw["channels"]) if kw.get("channels") else None,
@@ -117,6 +127,7 @@ def _overrides(kw: dict) -> dict:
         ("eval", "inception"): kw.get("inception"), ("prune", "levels"): kw.get("levels"),
         ("prune", "rate"): kw.get("rate"), ("prune", "networks"): kw.get("prune"),
         ("prune", "mask_source"): kw.get("mask_source"), ("advaug", "enabled"): kw.get("advaug"),
+        ("lecam", "enabled"): kw.get("lecam"),
     }
     for (sec, key), value in pairs.items():
         if value is not None:
@@ -126,6 +137,17 @@ def _overrides(kw: dict) -> dict:
     if kw.get("name"):
         o["name"] = kw["name"]
     return {k: v for k, v in o.items() if v != {}}
+
+
+def split_lecam(augment: str | None) -> tuple[str, bool] | None:
+    """``"ada+lecam"`` -> ``("ada", True)``; ``"lecam"`` / ``"none+lecam"`` -> ``("none", True)``; ``"ada"`` ->
+    ``("ada", False)``; None -> None. The suffix is case-insensitive."""
+    if augment is None:
+        return None
+    m = re.fullmatch(r"\s*(.*?)\s*\+?\s*lecam\s*", augment, flags=re.IGNORECASE)
+    if m is None or (m.group(1) and not re.search(r"\+\s*lecam\s*$", augment, flags=re.IGNORECASE)):
+        return augment, False
+    return (m.group(1) or "none"), True
 
 
 def _resolve(kw: dict, default_model: str = "dcgan") -> RunConfig:
@@ -324,11 +346,17 @@ def _stages(path: str):
 @click.option("--num-gen", type=int, default=None, help="generated images  [default: the run's eval.num_gen]")
 @click.option("--inception", type=click.Path(dir_okay=False), default=None, help="TorchScript FID Inception weights")
 @click.option("--progress/--no-progress", default=True, help="progress output")
+@click.option("--leak-check", type=click.Choice(["auto", "always", "never"]), default="auto",
+              help="compare rotation/flip/colour statistics of samples and reals (ADA leak heuristics, leak.json); "
+                   "auto = on stages whose final ADA p reached 0.5")
 @click.option("--dry-run", is_flag=True, help="print what would be evaluated and stop")
 @handle_errors
 def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str | None, progress: bool,
-          dry_run: bool) -> None:
-    """Evaluate the final G_ema of a run (every finished level) or of one level; appends to metrics.jsonl."""
+          leak_check: str, dry_run: bool) -> None:
+    """Evaluate the final G_ema of a run (every finished level) or of one level; appends to metrics.jsonl.
+
+    With ADA runs whose p got high (or --leak-check always), also writes leak.json per stage: statistics that show
+    augmentations leaking into the samples (see degan.augment.ada.leak_statistics)."""
     import time
 
     from .fileio import append_jsonl
@@ -351,12 +379,33 @@ def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str |
         return
     for stage in stages:
         G = load_generator(stage, exp.device)
-        records = evaluate_generator(exp, G, names, n, progress=progress)
+        records = evaluate_generator(exp, G, names, n, progress=progress) if names else []
         for r in records:
             append_jsonl(stage.metrics, {"level": stage.level, **r, "timestamp": time.time()})
             std = f" ± {r['std']:.4g}" if r.get("std") is not None else ""
             click.echo(f"{stage.root.name}\t{r['metric']}\t{r['value']:.4f}{std}")
+        _leak_check(exp, stage, G, leak_check, n)
     click.echo(str(write_report(run.root)))
+
+
+def _leak_check(exp, stage, G, mode: str, num_gen: int) -> None:
+    """Write ``leak.json`` for a stage when ``mode`` is ``always``, or ``auto`` and its final ADA p >= LEAK_P."""
+    from .augment.ada import LEAK_P, leak_statistics
+    from .fileio import read_json, write_json
+    from .lottery.runner import sample_fn_for
+
+    ada = read_json(stage.done).get("ada") if stage.done.is_file() else None
+    p = ada.get("p_final") if ada else None
+    if mode == "never" or (mode == "auto" and (p is None or p < LEAK_P)):
+        return
+    fakes = sample_fn_for(G, exp.cfg.eval.seed, exp.device)(min(num_gen, 2000))
+    res = dict(leak_statistics(exp.images, fakes), ada_p_final=p, num_fakes=int(fakes.shape[0]),
+               num_reals=int(exp.images.shape[0]))
+    write_json(stage.root / "leak.json", res)
+    flag = ", ".join(res["suspect"]) or "none"
+    click.echo(f"{stage.root.name}\tleak check (ADA p={p if p is not None else float('nan'):.3g}): suspect: {flag}; "
+               f"rotated reals {res['reals']['rotated']:.2f} vs fakes {res['fakes']['rotated']:.2f} "
+               f"-> {stage.root / 'leak.json'}")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -425,6 +474,62 @@ def generate(run_or_level: str, seeds: str, grid: str | None, image_dir: str | N
             with atomic_path(Path(image_dir) / f"seed{s:04d}.png") as tmp:
                 Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
         click.echo(f"{len(seed_list)} images in {image_dir}")
+
+
+@main.command("preview-augment", context_settings=CONTEXT)
+@click.option("--data", "source", type=str, required=True,
+              help="image folder, zip, CIFAR archive, idx(.gz), .npz, or a builtin name (faces100)")
+@click.option("--augment", type=str, required=True,
+              help="augment spec as for train: diffaug[:policy] or ada[:pipeline][:options], e.g. ada:bgc")
+@click.option("--p", "p", type=float, default=None,
+              help="ADA probability to preview  [default: the spec's fixed p, else 0.5]")
+@click.option("--resolution", type=int, default=_D.data.resolution, help="image side in pixels")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=str(_D.data.channels), help="grayscale or RGB")
+@click.option("--resize", type=click.Choice(["center_crop", "stretch", "none"]), default=_D.data.resize,
+              help="how images are brought to --resolution")
+@click.option("--n", "n", type=int, default=8, help="images (columns)")
+@click.option("--rows", type=int, default=4, help="augmented draws (rows) below the row of originals")
+@click.option("--seed", type=int, default=0, help="seed of the image choice and of the augmentation draws")
+@click.option("--upscale", type=int, default=2, help="nearest-neighbour enlargement of the PNG")
+@click.option("--out", type=click.Path(dir_okay=False), default="augment_preview.png", help="the PNG grid to write")
+@handle_errors
+def preview_augment(source: str, augment: str, p: float | None, resolution: int, channels: str, resize: str, n: int,
+                    rows: int, seed: int, upscale: int, out: str) -> None:
+    """Write a grid of augmented reals: the first row holds N originals, each further row a new augmentation draw of
+    them (values clamped to [-1, 1] for display). Works for any policy: DiffAugment, or ADA at a given --p."""
+    import torch
+
+    from .augment import AdaAugment, build_augment
+    from .data import load_dataset
+    from .report import save_grid
+    from .train import float_to_images, images_to_float
+
+    if n < 1 or rows < 1 or upscale < 1:
+        raise DeganError(f"--n, --rows and --upscale must be >= 1 (got {n}, {rows}, {upscale})")
+    spec, lecam = split_lecam(augment)
+    if lecam:
+        click.echo("# note: LeCam is a D regulariser; it does not change images, so it is left out of the preview",
+                   err=True)
+    aug = build_augment(spec)
+    if aug is None:
+        raise DeganError(f"--augment {augment!r} is no augmentation; nothing to preview (try diffaug or ada)")
+    if isinstance(aug, AdaAugment):
+        if p is None:
+            p = 0.5 if aug.adaptive else aug.p
+            if aug.adaptive:
+                click.echo("# ADA with adaptive p (training starts at p=0): previewing at p=0.5; choose with --p",
+                           err=True)
+        aug = aug.with_p(p)
+    elif p is not None:
+        raise DeganError(f"--p sets ADA's probability; {aug.spec!r} has none. Use --augment ada[:pipeline] with --p")
+    data = load_dataset(source, resolution=resolution, channels=int(channels), resize=resize)
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(data.images.shape[0], generator=gen)[:n]
+    reals = torch.from_numpy(data.images[idx.numpy()])
+    x = images_to_float(reals)
+    augmented = [float_to_images(aug(x, generator=gen).clamp(-1, 1)) for _ in range(rows)]
+    path = save_grid(torch.cat([reals, *augmented]), out, nrow=len(idx), upscale=upscale)
+    click.echo(f"{path}  ({aug.spec}; row 1: originals, rows 2-{rows + 1}: augmented)")
 
 
 @main.command("export", context_settings=CONTEXT)

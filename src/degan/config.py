@@ -87,7 +87,9 @@ class TrainConfig:
         batch_G: fake images per G step.
         n_dis: D steps per G step.
         loss: ``hinge`` or ``nonsaturating`` (SPEC §1).
-        augment: ``none`` or ``diffaug[:policy]`` (SPEC §2), applied to reals and fakes in D and G steps.
+        augment: ``none``, ``diffaug[:policy]`` (SPEC §2) or ``ada[:pipeline][:key=value,...]`` (ADA, Karras et al.
+            2020, adaptive p unless ``p=`` fixes it; see :func:`degan.augment.ada.parse_ada_spec`), applied to
+            reals and fakes in D steps and to fakes in G steps.
         ema_decay: EMA decay of G_ema per G step; None disables EMA (G_ema then equals G).
         seed: seed of weights init, latents, batches and augmentation.
         snap_kimg: checkpoint and sample grid every this many kimg.
@@ -260,6 +262,26 @@ class DynamicConfig:
 
 
 @dataclass(frozen=True)
+class LeCamConfig:
+    """LeCam regularisation of D (Tseng et al., CVPR 2021; :mod:`degan.augment.lecam`).
+
+    ``R = E[relu(D(x) - alpha_F)^2] + E[relu(alpha_R - D(G(z)))^2]`` with ``alpha_R`` / ``alpha_F`` EMAs of D's mean
+    output on reals / fakes, added to the D loss as ``weight * R``.
+
+    Attributes:
+        enabled: add the regulariser (``--lecam``, or ``--augment <spec>+lecam``).
+        weight: lambda >= 0 (0.3).
+        decay: EMA decay in [0, 1) (0.99), EMAs updated every D step.
+        start_step: G steps before the regulariser applies (1000), >= 0.
+    """
+
+    enabled: bool = False
+    weight: float = 0.3
+    decay: float = 0.99
+    start_step: int = 1000
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation at the end of each stage (SPEC §8).
 
@@ -299,6 +321,7 @@ class RunConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     advaug: AdvAugConfig = field(default_factory=AdvAugConfig)
     dynamic: DynamicConfig = field(default_factory=DynamicConfig)
+    lecam: LeCamConfig = field(default_factory=LeCamConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -536,6 +559,19 @@ def validate(cfg: RunConfig) -> RunConfig:
             AdvAugSettings(**to_dict(cfg.advaug)).validate()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    lc = cfg.lecam
+    if not lc.weight >= 0:
+        raise ConfigError(f"lecam.weight must be >= 0 (paper 0.3), got {lc.weight}")
+    if not 0.0 <= lc.decay < 1.0:
+        raise ConfigError(f"lecam.decay must be in [0, 1) (paper 0.99), got {lc.decay}")
+    if lc.start_step < 0:
+        raise ConfigError(f"lecam.start_step must be >= 0 (G steps before LeCam applies), got {lc.start_step}")
+    from .augment import build_augment
+
+    try:
+        build_augment(cfg.train.augment)
+    except ValueError as e:
+        raise ConfigError(f"train.augment={cfg.train.augment!r}: {e}") from None
     from .models import MODELS
 
     if cfg.model.name not in MODELS:
@@ -636,7 +672,7 @@ def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str,
 
 
 __all__ = [
-    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "DynamicConfig", "EvalConfig",
+    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "DynamicConfig", "LeCamConfig", "EvalConfig",
     "RunConfig",
     "PRESETS", "VARIANTS", "variant_name", "parse_rewind", "resolve", "merge", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
     "config_hash", "non_default", "replace",

@@ -320,6 +320,19 @@ def make_objective(cfg: RunConfig, augment) -> GANObjective:
     return AdvAugObjective(cfg.train.loss, augment, settings, resolution=cfg.data.resolution)
 
 
+def ada_and_lecam(cfg: RunConfig, augment) -> tuple:
+    """``(ADAController | None, LeCam | None)`` of a stage: the ADA p controller when ``augment`` is an ADA pipeline
+    (adaptive or fixed p; it logs p and r_t either way), the LeCam state when ``lecam.enabled``. Both go into
+    ``TrainState.extras`` (checkpointed) and wrap the objective in :func:`run_stage`; every stage starts at p = 0."""
+    from ..augment.ada import AdaAugment, ADAController
+    from ..augment.lecam import LeCam
+
+    ada = ADAController(augment) if isinstance(augment, AdaAugment) else None
+    lc = cfg.lecam
+    lecam = LeCam(weight=lc.weight, decay=lc.decay, start_step=lc.start_step) if lc.enabled else None
+    return ada, lecam
+
+
 def _checkpoint_meta(exp: Experiment, stage: StageLayout) -> dict:
     return {"config": to_dict(exp.cfg), "stage": stage.root.name, "degan_version": __version__,
             "subset_indices": torch.from_numpy(exp.indices.copy())}
@@ -383,6 +396,13 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     extra_callbacks = callbacks(state) if callbacks is not None else []  # may register state.extras
     if dynamic is not None:
         extra_callbacks = [dynamic, *extra_callbacks]
+    augment = build_augment(cfg.train.augment)
+    ada, lecam = ada_and_lecam(cfg, augment)  # their state is checkpointed: registered before a resume loads it
+    if ada is not None:
+        state.extras["ada"] = ada
+        extra_callbacks.append(ada)
+    if lecam is not None:
+        state.extras["lecam"] = lecam
     meter = FlopsMeter()
     state.extras["flops"] = meter
     ckpt = latest_checkpoint(stage.checkpoints)
@@ -398,13 +418,13 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
                                "layers_G": layer_density(get_mask(G)), "layers_D": layer_density(get_mask(D))})
     exp.log(f"[degan] {stage.root.name}: density G {dens['G']:.4f}, D {dens['D']:.4f}")
 
-    # fixed-seed previews: reals and augmented reals
-    augment = build_augment(cfg.train.augment)
+    # fixed-seed previews: reals and augmented reals (adaptive ADA shown at p = 0.5; training starts at p = 0)
     preview = torch.Generator().manual_seed(0)
     reals = exp.images[torch.randint(0, exp.images.shape[0], (64,), generator=preview)]
     save_grid(reals, stage.samples / "reals.png", upscale=2)
     if augment is not None:
-        aug = augment(images_to_float(reals), generator=preview)
+        show = augment.with_p(0.5 if augment.adaptive else augment.p) if ada is not None else augment
+        aug = show(images_to_float(reals), generator=preview)
         save_grid(float_to_images(aug.clamp(-1, 1)), stage.samples / "reals_aug.png", upscale=2)
 
     grid_z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed + 1))
@@ -415,6 +435,10 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     if progress:
         callbacks.insert(0, ProgressBar(desc=stage.root.name))
     objective = make_objective(cfg, augment)
+    if lecam is not None:
+        objective = lecam.wrap(objective, step_fn=lambda: state.step)
+    if ada is not None:
+        objective = ada.wrap(objective)
     if dynamic is not None:
         objective = dynamic.wrap(objective)
     if wrap_objective is not None:
@@ -441,6 +465,15 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
                "sparsity_G": 1 - dens["G"], "sparsity_D": 1 - dens["D"], "kimg": state.kimg, "step": state.step,
                "real_images_shown": state.cur_nimg, "train_seconds": round(state.wall_seconds, 2),
                "costs": {k: v for k, v in meter.summary().items() if k != "layers"}}
+    if ada is not None:
+        from ..augment.ada import plot_ada
+
+        plot_ada(stage.stats, stage.root / "ada_p.png", target=ada.target if ada.adaptive else None)
+        summary["ada"] = {"spec": augment.spec, "adaptive": ada.adaptive, "p_final": ada.p, "r_t_last": ada.last_rt,
+                          "p_updates": ada.updates}
+    if lecam is not None:
+        summary["lecam"] = {"weight": lecam.weight, "decay": lecam.decay, "start_step": lecam.start_step,
+                            "alpha_R": lecam.alpha_R, "alpha_F": lecam.alpha_F}
     if dynamic is not None:
         from ..train.regen import _opt_summary
 
