@@ -124,7 +124,36 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return (log_pt.exp() * (log_pt - log_ps)).mean()
 
 
-class DistillationObjective:
+class ObjectiveWrapper:
+    """Base of objectives that extend another one (distillation, LeCam, ADA feedback, RG-GAN regulariser, ...).
+
+    Stores the wrapped objective as ``self.objective``, passes ``d_loss`` / ``g_loss`` through unchanged unless a
+    subclass overrides them, and forwards every other attribute (``loss``, ``augment``, ``last_d_pass``...) to it,
+    so wrappers stack in any order.
+
+    Args:
+        objective: a :class:`GANObjective` or another wrapper.
+    """
+
+    def __init__(self, objective) -> None:
+        self.objective = objective
+
+    def __getattr__(self, name: str):
+        inner = self.__dict__.get("objective")
+        if inner is None:  # not yet set (e.g. during unpickling): avoid infinite recursion
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
+               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        return self.objective.d_loss(G, D, real, z, generator)
+
+    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
+               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        return self.objective.g_loss(G, D, z, generator)
+
+
+class DistillationObjective(ObjectiveWrapper):
     """Adds ``weight * L_KD`` from a frozen teacher D (the dense trained D) to the D loss of any objective.
 
     The teacher scores the same augmented reals and (detached) fakes the student saw in this D step (read from
@@ -137,10 +166,8 @@ class DistillationObjective:
     """
 
     def __init__(self, objective: GANObjective, teacher: nn.Module, weight: float = 1.0) -> None:
-        self.objective, self.teacher, self.weight = objective, teacher.requires_grad_(False), float(weight)
-
-    def __getattr__(self, name: str):
-        return getattr(self.objective, name)
+        super().__init__(objective)
+        self.teacher, self.weight = teacher.requires_grad_(False), float(weight)
 
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -153,7 +180,3 @@ class DistillationObjective:
         kd = kd_loss(torch.cat([p["real_logits"], p["fake_logits"]]), torch.cat([t_real, t_fake]))
         stats = dict(stats, loss_KD=float(kd.detach()))
         return loss + self.weight * kd, stats
-
-    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        return self.objective.g_loss(G, D, z, generator)

@@ -69,6 +69,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from degan.losses import ObjectiveWrapper
+
 __all__ = [
     "GROUPS",
     "LEAK_P",
@@ -720,7 +722,7 @@ class ADAController:
         self.updates = int(sd.get("updates", 0))
 
 
-class ADAObjective:
+class ADAObjective(ObjectiveWrapper):
     """Delegates to ``objective`` and feeds each D step's ``r_t`` (and real batch size) to an :class:`ADAController`.
 
     Args:
@@ -729,13 +731,8 @@ class ADAObjective:
     """
 
     def __init__(self, objective: Any, controller: ADAController) -> None:
-        self.objective, self.controller = objective, controller
-
-    def __getattr__(self, name: str):
-        inner = self.__dict__.get("objective")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
+        super().__init__(objective)
+        self.controller = controller
 
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -745,10 +742,6 @@ class ADAObjective:
                                "logits on the augmented reals")
         self.controller.observe(float(stats["r_t"]), int(real.shape[0]))
         return loss, stats
-
-    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        return self.objective.g_loss(G, D, z, generator)
 
 
 # ---------------------------------------------------------------------------------------------- the p curve

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from degan.losses import ObjectiveWrapper
+
 __all__ = ["LeCam", "LeCamObjective", "lecam_penalty"]
 
 
@@ -110,7 +112,7 @@ class LeCam:
         self._real, self._fake, self.updates = float(sd["ema_real"]), float(sd["ema_fake"]), int(sd["updates"])
 
 
-class LeCamObjective:
+class LeCamObjective(ObjectiveWrapper):
     """Adds ``weight * R_LC`` to the D loss of any objective that records ``last_d_pass`` (every degan objective).
 
     Stats added to the D step: ``lecam_alpha_R``, ``lecam_alpha_F``, ``loss_LeCam`` (R_LC before the weight, logged
@@ -124,13 +126,8 @@ class LeCamObjective:
     """
 
     def __init__(self, objective: Any, lecam: LeCam, step_fn: Callable[[], int] | None = None) -> None:
-        self.objective, self.lecam, self.step_fn = objective, lecam, step_fn
-
-    def __getattr__(self, name: str):
-        inner = self.__dict__.get("objective")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
+        super().__init__(objective)
+        self.lecam, self.step_fn = lecam, step_fn
 
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -151,7 +148,3 @@ class LeCamObjective:
         stats["loss_LeCam"] = float(reg.detach())
         stats["lecam_on"] = float(lc.weight > 0 and step >= lc.start_step)
         return loss, stats
-
-    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        return self.objective.g_loss(G, D, z, generator)

@@ -44,7 +44,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..losses import GANObjective
+from ..losses import GANObjective, ObjectiveWrapper
 from ..train.loop import Callback, Trainer
 from .mask import Mask
 
@@ -385,7 +385,7 @@ def zero_channels(G: nn.Module, kept: Mapping[str, Iterable[int]]) -> nn.Module:
 # distillation
 
 
-class GeneratorDistillation:
+class GeneratorDistillation(ObjectiveWrapper):
     """Adds the distillation term of GAN-LTH §3 / GAN Slimming to the G loss of any objective.
 
     ``L_G_total = L_G + weight * mean((G(z) - G_dense(z))^2)``: the same latents z as the G step, the mean over
@@ -417,17 +417,9 @@ class GeneratorDistillation:
     def __init__(self, objective: GANObjective, teacher: nn.Module, weight: float = 1.0) -> None:
         if not (math.isfinite(weight) and weight >= 0):
             raise ValueError(f"distillation weight must be a finite number >= 0; got {weight!r}")
-        self.objective, self.weight = objective, float(weight)
+        super().__init__(objective)
+        self.weight = float(weight)
         self.teacher = teacher.eval().requires_grad_(False)
-
-    def __getattr__(self, name: str):
-        if name == "objective":  # not yet set (e.g. during unpickling): avoid infinite recursion
-            raise AttributeError(name)
-        return getattr(self.objective, name)
-
-    def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        return self.objective.d_loss(G, D, real, z, generator)
 
     def distill(self, G: nn.Module, z: Tensor) -> Tensor:
         """``mean((G(z) - teacher(z))^2)`` with gradients into G only; BatchNorm running stats untouched."""

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..fileio import append_jsonl, read_jsonl, write_text
-from ..losses import GANObjective
+from ..losses import GANObjective, ObjectiveWrapper
 from ..pruning.dynamic import (
     density_of,
     dynamic_layers,
@@ -165,7 +165,7 @@ class RegenTrigger:
 # the objective
 
 
-class DynamicPruningObjective(GANObjective):
+class DynamicPruningObjective(ObjectiveWrapper):
     """A GAN objective plus RG-GAN's sparsity regulariser (Eq. 3) on the network being updated.
 
     ``d_loss`` adds ``sparsity_regularizer(D, lam)`` and ``g_loss`` adds ``sparsity_regularizer(G, lam)`` while that
@@ -184,14 +184,9 @@ class DynamicPruningObjective(GANObjective):
     def __init__(self, base: GANObjective, lam: float = 5e-12) -> None:
         if not (lam >= 0 and math.isfinite(lam)):
             raise ValueError(f"sparsity regulariser lambda must be a finite number >= 0 (paper: 5e-12); got {lam}")
-        self.base, self.lam = base, float(lam)
+        super().__init__(base)
+        self.lam = float(lam)
         self._layers: dict[int, list] = {}  # id(net) -> its DynamicMasks (the structure does not change in training)
-
-    def __getattr__(self, name: str):
-        base = self.__dict__.get("base")
-        if base is None:
-            raise AttributeError(name)
-        return getattr(base, name)
 
     def _penalty(self, net: nn.Module) -> Tensor | None:
         dms = self._layers.get(id(net))
@@ -204,7 +199,7 @@ class DynamicPruningObjective(GANObjective):
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """The wrapped D loss + ``lam * sum exp(-t_D)``; same arguments and return as GANObjective.d_loss."""
-        loss, stats = self.base.d_loss(G, D, real, z, generator)
+        loss, stats = self.objective.d_loss(G, D, real, z, generator)
         r = self._penalty(D)
         if r is not None:
             loss = loss + r
@@ -214,7 +209,7 @@ class DynamicPruningObjective(GANObjective):
     def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """The wrapped G loss + ``lam * sum exp(-t_G)``; same arguments and return as GANObjective.g_loss."""
-        loss, stats = self.base.g_loss(G, D, z, generator)
+        loss, stats = self.objective.g_loss(G, D, z, generator)
         r = self._penalty(G)
         if r is not None:
             loss = loss + r
