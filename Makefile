@@ -22,6 +22,10 @@ demo: $(STAMP)
 	$(BIN)/degan demo --outdir runs
 
 test: $(STAMP)
+	# headless Chromium for the HTML report test (skipped without it); installed only where missing and apt-get exists
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "note: could not install chromium; the HTML report rendering test will be skipped"; fi
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

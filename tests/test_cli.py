@@ -1,7 +1,9 @@
 """The `degan` command end to end on tiny settings: dry runs, bad input, a 2-level IMP run, ticket training."""
 
 import json
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,7 +156,8 @@ def test_parse_seeds():
         parse_seeds("a-b")
 
 
-def test_eval_with_real_inception_appends_protocol_records(tmp_path, folder):
+def test_eval_with_real_inception_appends_protocol_records(tmp_path, folder, monkeypatch):
+    monkeypatch.setenv("DEGAN_CACHE", str(tmp_path / "cache"))
     from degan.errors import DeganError as _E
     from degan.metrics import find_inception_weights
 
@@ -174,9 +177,11 @@ def test_eval_with_real_inception_appends_protocol_records(tmp_path, folder):
     assert fid["value"] > 0 and fid["protocol"]["num_real"] == 12 and fid["protocol"]["resize"] == "bilinear"
     assert "fid16_train" in (run_dir / "report.md").read_text()
     # the cached reference features are reused: a second eval does not add cache files
-    cache = sorted((outdir / ".cache").rglob("*.pt"))
+    cache_dir = Path(os.environ["DEGAN_CACHE"])
+    cache = sorted(cache_dir.rglob("*.pt"))
+    assert cache
     run(["eval", run_dir, "--metrics", "fid_train", "--num-gen", "16", "--no-progress"])
-    assert sorted((outdir / ".cache").rglob("*.pt")) == cache
+    assert sorted(cache_dir.rglob("*.pt")) == cache
     out = run(["eval", run_dir, "--metrics", "fid_bogus"], expect=2)
     assert "valid names" in out
 

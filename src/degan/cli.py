@@ -67,6 +67,9 @@ def _run_options(fn):
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="dotted override, repeatable, e.g. --set train.n_dis=2"),
         click.option("--width", type=float, default=None, help="channel multiplier of the model"),
+        click.option("--cond/--no-cond", "cond", default=None,
+                     help="class-conditional G and D, with as many classes as the data's labels (needs labelled "
+                          "data; model.num_classes to fix the count)  [default: no; yes in the biggan_* presets]"),
         click.option("--resolution", type=int, default=None, help=f"image side in pixels  [default: {_D.data.resolution}]"),
         click.option("--channels", type=click.Choice(["1", "3"]), default=None,
                      help=f"grayscale (1) or RGB (3)  [default: {_D.data.channels}]"),
@@ -79,6 +82,9 @@ def _run_options(fn):
                           f"LeCam, e.g. ada+lecam  [default: {_D.train.augment}]"),
         click.option("--lecam/--no-lecam", default=None,
                      help="LeCam regulariser on D (weight 0.3 after 1000 G steps; lecam.* for details)  [default: off]"),
+        click.option("--r1-gamma", type=float, default=None,
+                     help="R1 penalty weight gamma on D's reals, lazy every r1.interval (16) D steps; 0 = off "
+                          "(StyleGAN2: 10 at 256 px few-shot, 0.01 CIFAR)  [default: 0, or the preset's]"),
         click.option("--subset", type=str, default=None,
                      help="limited data: a fraction (0.1) or a count (500) of the training set  [default: all]"),
         click.option("--subset-seed", type=int, default=None, help=f"seed of the subset  [default: {_D.data.subset_seed}]"),
@@ -99,6 +105,15 @@ def _run_options(fn):
                      help="continue an unfinished level from its latest checkpoint"),
         click.option("--progress/--no-progress", default=True, help="progress bar"),
         click.option("--dry-run", is_flag=True, help="print the resolved config and the run folder, then stop"),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+                     help="fp32, bf16 autocast (CPU/CUDA) or fp16 autocast + loss scaling (CUDA)  [default: fp32]"),
+        click.option("--gpus", type=int, default=None,
+                     help="data-parallel training on this many GPUs (launches torchrun; NCCL)  [default: 1]"),
+        click.option("--nproc", type=int, default=None,
+                     help="data-parallel training in this many CPU processes (launches torchrun; gloo)"),
+        click.option("--batch-gpu", type=int, default=None,
+                     help="images per process and step; --batch stays the total (must equal batch-gpu x processes)"),
+        click.option("--force", is_flag=True, help="resume a checkpoint written with another --precision"),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -107,7 +122,8 @@ def _run_options(fn):
 
 def _overrides(kw: dict) -> dict:
     """Nested config overrides from the CLI flags that were given."""
-    o: dict = {"data": {}, "model": {}, "train": {}, "eval": {}, "prune": {}, "advaug": {}, "dynamic": {}, "lecam": {}}
+    o: dict = {"data": {}, "model": {}, "train": {}, "eval": {}, "prune": {}, "advaug": {}, "dynamic": {}, "lecam": {},
+               "r1": {}}
     augment, lecam = split_lecam(kw.get("augment")), kw.get("lecam")
     if augment is not None and augment[1]:
         if lecam is False:
@@ -120,14 +136,17 @@ def _overrides(kw: dict) -> dict:
         ("data", "subset"): kw.get("subset"), ("data", "subset_seed"): kw.get("subset_seed"),
         ("data", "subset_mode"): kw.get("subset_mode"), ("data", "subset_balance"): kw.get("balance"),
         ("data", "mirror"): kw.get("mirror"), ("model", "name"): kw.get("model"), ("model", "width"): kw.get("width"),
+        ("model", "conditional"): kw.get("cond"),
         ("train", "total_kimg"): kw.get("kimg"), ("train", "batch_D"): kw.get("batch"),
         ("train", "batch_G"): kw.get("batch"), ("train", "augment"): kw.get("augment"),
-        ("train", "seed"): kw.get("seed"), ("train", "snap_kimg"): kw.get("snap"), ("train", "device"): kw.get("device"),
+        ("train", "seed"): kw.get("seed"), ("train", "snap_kimg"): kw.get("snap"),
         ("eval", "metrics"): kw.get("metrics"), ("eval", "num_gen"): kw.get("num_gen"),
         ("eval", "inception"): kw.get("inception"), ("prune", "levels"): kw.get("levels"),
         ("prune", "rate"): kw.get("rate"), ("prune", "networks"): kw.get("prune"),
         ("prune", "mask_source"): kw.get("mask_source"), ("advaug", "enabled"): kw.get("advaug"),
-        ("lecam", "enabled"): kw.get("lecam"),
+        ("lecam", "enabled"): kw.get("lecam"), ("r1", "gamma"): kw.get("r1_gamma"),
+        ("train", "precision"): kw.get("precision"),
+        ("train", "device"): kw.get("device") or ("cpu" if kw.get("nproc") else "cuda" if kw.get("gpus") else None),
     }
     for (sec, key), value in pairs.items():
         if value is not None:
@@ -168,6 +187,79 @@ def _show(cfg: RunConfig, kind: str, outdir: str) -> None:
     click.echo(f"# run folder: {folder}")
 
 
+def _child_argv(argv: list[str], cpu: bool) -> list[str]:
+    """The command line of the torchrun children: without ``--gpus`` / ``--nproc`` (torchrun's own parser would
+    take ``--nproc`` for its ``--nproc-per-node``; the children learn the world size from torchrun), with
+    ``--device cpu`` added for CPU processes."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--gpus", "--nproc"):
+            skip = True
+            continue
+        if a.startswith(("--gpus=", "--nproc=")):
+            continue
+        out.append(a)
+    if cpu and not any(a == "--device" or a.startswith("--device=") for a in out):
+        out += ["--device", "cpu"]
+    return out
+
+
+def _run_parallel(command: str, cfg: RunConfig, kw: dict, call) -> None:
+    """Run ``call() -> RunLayout`` in this process, as one rank of a torchrun group, or launch torchrun.
+
+    ``--gpus N`` / ``--nproc N`` with N > 1 outside torchrun: check the request, then start
+    ``torchrun --nproc_per_node N -m degan.cli <the same arguments>`` and wait. Inside torchrun (``WORLD_SIZE`` set,
+    also when started by hand): join the process group, train, and print the report path on rank 0.
+
+    Raises:
+        DeganError: both --gpus and --nproc; more GPUs than available; the number of processes does not divide the
+            batch or disagrees with --batch-gpu or with torchrun's WORLD_SIZE.
+    """
+    from .train import distributed as ddp
+
+    gpus, nproc, batch_gpu = kw.get("gpus"), kw.get("nproc"), kw.get("batch_gpu")
+    if gpus is not None and nproc is not None:
+        raise DeganError("--gpus (GPU processes) and --nproc (CPU processes) exclude each other; give one")
+    n = gpus or nproc or 1
+    if n < 1:
+        raise DeganError(f"--gpus / --nproc must be >= 1, got {n}")
+    if gpus:
+        ddp.check_gpus(gpus)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and n > 1 and n != world:
+        raise DeganError(f"--{'gpus' if gpus else 'nproc'} {n} disagrees with torchrun's WORLD_SIZE={world}")
+    size = max(world, n)
+    for name, batch in (("train.batch_D", cfg.train.batch_D), ("train.batch_G", cfg.train.batch_G)):
+        if batch % size:
+            raise DeganError(f"{name}={batch} (--batch is the total batch) is not divisible by {size} processes; "
+                             f"choose a multiple of {size}")
+    if batch_gpu is not None and batch_gpu * size != cfg.train.batch_D:
+        raise DeganError(f"--batch-gpu {batch_gpu} x {size} processes = {batch_gpu * size} images per step, but "
+                         f"--batch (train.batch_D) is {cfg.train.batch_D}; set --batch {batch_gpu * size}")
+    if world <= 1 and n > 1:
+        argv = sys.argv[1:]
+        if not argv or argv[0] != command:
+            raise DeganError(f"--gpus/--nproc relaunch the `degan {command} ...` command line; from Python or a "
+                             f"wrapper start `torchrun --nproc_per_node {n} -m degan.cli {command} ...` instead")
+        rc = ddp.launch_torchrun(n, _child_argv(argv, cpu=bool(nproc)), gpus=bool(gpus))
+        if rc != 0:
+            raise DeganError(f"{n} training processes stopped with exit status {rc}; the failing rank's error is "
+                             "printed above")
+        return
+    ddp.init_from_env("cpu" if nproc else cfg.train.device)
+    try:
+        run = call()
+    except BaseException as e:
+        ddp.shutdown(failed=e)
+        raise
+    if ddp.is_main():
+        click.echo(str(run.report))
+    ddp.shutdown()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # commands
 
@@ -202,8 +294,8 @@ def train(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) 
         return
     from .lottery import run_train
 
-    run = run_train(cfg, outdir, resume=resume is not None, progress=progress)
-    click.echo(str(run.report))
+    _run_parallel("train", cfg, kw, lambda: run_train(cfg, outdir, resume=resume is not None, progress=progress,
+                                                       force=kw.get("force", False)))
 
 
 @main.command(context_settings=CONTEXT)
@@ -255,9 +347,9 @@ def ticket(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw)
         return
     from .lottery import run_ticket
 
-    run = run_ticket(cfg, outdir, resume=resume is not None, progress=progress, branches=branches,
-                     dense_from=kw.get("dense_from"))
-    click.echo(str(run.report))
+    _run_parallel("ticket", cfg, kw, lambda: run_ticket(
+        cfg, outdir, resume=resume is not None, progress=progress, branches=branches,
+        dense_from=kw.get("dense_from"), force=kw.get("force", False)))
 
 
 @main.command(context_settings=CONTEXT)
@@ -342,17 +434,28 @@ def _stages(path: str):
 
 @main.command("eval", context_settings=CONTEXT)
 @click.argument("run_or_level", type=click.Path(exists=True, file_okay=False))
-@click.option("--metrics", type=str, default="fid_train,kid_train", help="metric protocols")
+@click.option("--metrics", type=str, default="fid_train,kid_train",
+              help="comma-separated metric protocols: fid|kid|pr|dc [count] _train|_test, is [count] [_1split], "
+                   "e.g. fid10k_test,kid_train,is10k,pr5k_train (a name without a count uses --num-gen)")
 @click.option("--num-gen", type=int, default=None, help="generated images  [default: the run's eval.num_gen]")
 @click.option("--inception", type=click.Path(dir_okay=False), default=None, help="TorchScript FID Inception weights")
+@click.option("--inception-full", type=click.Path(dir_okay=False), default=None,
+              help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth, for IS  [default: $DEGAN_INCEPTION_FULL]")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="reference-feature cache folder  [default: $DEGAN_CACHE, else ~/.cache/degan]")
 @click.option("--progress/--no-progress", default=True, help="progress output")
 @click.option("--leak-check", type=click.Choice(["auto", "always", "never"]), default="auto",
               help="compare rotation/flip/colour statistics of samples and reals (ADA leak heuristics, leak.json); "
                    "auto = on stages whose final ADA p reached 0.5")
+@click.option("--memorization", is_flag=True,
+              help="nearest training neighbours of samples (pixel + Inception), copy and collapse warnings: "
+                   "memorization.json + memorization.png (generated | nearest real) per stage")
+@click.option("--memorization-num", type=int, default=500, help="samples of the memorization check")
 @click.option("--dry-run", is_flag=True, help="print what would be evaluated and stop")
 @handle_errors
-def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str | None, progress: bool,
-          leak_check: str, dry_run: bool) -> None:
+def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str | None, inception_full: str | None,
+          cache_dir: str | None, progress: bool, leak_check: str, memorization: bool, memorization_num: int,
+          dry_run: bool) -> None:
     """Evaluate the final G_ema of a run (every finished level) or of one level; appends to metrics.jsonl.
 
     With ADA runs whose p got high (or --leak-check always), also writes leak.json per stage: statistics that show
@@ -362,14 +465,17 @@ def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str |
     from .fileio import append_jsonl
     from .lottery import evaluate_generator, experiment_for, load_generator
     from .lottery.runner import parse_metrics
-    from .metrics import METRICS
+    from .metrics import parse_metric
     from .report import write_report
 
     names = parse_metrics(metrics)
     for m in names:
-        METRICS.get(m)
+        parse_metric(m)
+    if memorization and memorization_num < 2:
+        raise DeganError(f"--memorization-num must be >= 2, got {memorization_num}")
     run, stages = _stages(run_or_level)
-    o = {"eval": {"inception": inception}} if inception else {}
+    ev = {k: v for k, v in (("inception", inception), ("inception_full", inception_full), ("cache_dir", cache_dir)) if v}
+    o = {"eval": ev} if ev else {}
     exp = experiment_for(run.root, **o)
     n = num_gen or exp.cfg.eval.num_gen
     if dry_run:
@@ -383,8 +489,13 @@ def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str |
         for r in records:
             append_jsonl(stage.metrics, {"level": stage.level, **r, "timestamp": time.time()})
             std = f" ± {r['std']:.4g}" if r.get("std") is not None else ""
-            click.echo(f"{stage.root.name}\t{r['metric']}\t{r['value']:.4f}{std}")
+            value = f"{r['value']:.4f}" if r.get("value") is not None else f"unavailable: {r.get('unavailable')}"
+            click.echo(f"{stage.root.name}\t{r['metric']}\t{value}{std}")
         _leak_check(exp, stage, G, leak_check, n)
+        if memorization:  # degan.metrics.memorization
+            from .metrics.memorization import check_run_stage
+
+            check_run_stage(exp, stage, G, memorization_num, log=click.echo)
     click.echo(str(write_report(run.root)))
 
 
@@ -429,51 +540,65 @@ def parse_seeds(text: str) -> list[int]:
 
 @main.command(context_settings=CONTEXT)
 @click.argument("run_or_level", type=click.Path(exists=True, file_okay=False))
-@click.option("--seeds", type=str, default="0-63", help="one image per seed: ranges and lists, e.g. 0-63 or 1,5,9")
-@click.option("--grid", type=click.Path(dir_okay=False), default=None, help="write all images as one PNG grid here")
-@click.option("--images", "image_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--seeds", type=str, default=None,
+              help="one image per seed: ranges and lists, e.g. 0-63 or 1,5,9  [default: 0-63, or 0..N-1 with --num]")
+@click.option("--num", type=int, default=None, help="N images from seeds 0..N-1 (instead of --seeds)")
+@click.option("--grid", type=click.Path(dir_okay=False), default=None,
+              help="write all images as one PNG grid here  [default: samples.png (interp.png with --interp) unless "
+                   "--images/--out or --video alone is asked]")
+@click.option("--images", "--out", "image_dir", type=click.Path(file_okay=False), default=None,
               help="write one PNG per seed into this folder (seed0000.png ...)")
+@click.option("--interp", is_flag=True,
+              help="the grid interpolates (slerp): one row per consecutive pair of seeds, --steps columns")
+@click.option("--steps", type=int, default=8, help="columns of the interpolation grid, endpoints included")
+@click.option("--video", type=click.Path(dir_okay=False), default=None,
+              help="interpolation video through the seeds: .mp4 (imageio-ffmpeg) or .gif (Pillow)")
+@click.option("--fps", type=int, default=24, help="video frames per second (= frames per pair of seeds)")
+@click.option("--class", "class_spec", type=str, default=None,
+              help="class-conditional runs: a class index, or 'all' for one grid row per class  "
+                   "[default: classes cycle over the images]")
+@click.option("--upscale", type=int, default=1, help="nearest-neighbour enlargement of the grid")
 @click.option("--level", type=int, default=None, help="which level of a run  [default: the last finished one]")
 @click.option("--dry-run", is_flag=True, help="print what would be generated and stop")
 @handle_errors
-def generate(run_or_level: str, seeds: str, grid: str | None, image_dir: str | None, level: int | None,
-             dry_run: bool) -> None:
-    """Generate images from a finished run's G_ema, one per seed (z ~ N(0, I) from torch.Generator(seed))."""
-    import torch
-
+def generate(run_or_level: str, seeds: str | None, num: int | None, grid: str | None, image_dir: str | None,
+             interp: bool, steps: int, video: str | None, fps: int, class_spec: str | None, upscale: int,
+             level: int | None, dry_run: bool) -> None:
+    """Generate images from a finished run's G_ema, one per seed (z ~ N(0, I) from torch.Generator(seed)): grids,
+    single PNGs, interpolation grids and videos, class rows of conditional runs (see degan.generate)."""
+    from .generate import write_outputs
     from .lottery import load_generator
-    from .report import save_grid
-    from .train import float_to_images
 
-    seed_list = parse_seeds(seeds)
+    if num is not None:
+        if seeds is not None:
+            raise DeganError("give --seeds or --num, not both")
+        if num < 1:
+            raise DeganError(f"--num must be >= 1, got {num}")
+        seed_list = list(range(num))
+    else:
+        seed_list = parse_seeds(seeds or "0-63")
+    if steps < 2 or fps < 1 or upscale < 1:
+        raise DeganError(f"--steps must be >= 2, --fps and --upscale >= 1 (got {steps}, {fps}, {upscale})")
     run, stages = _stages(run_or_level)
     if level is not None:
         stages = [s for s in stages if s.level == level]
         if not stages:
             raise DeganError(f"level {level} is not a finished level of {run.root}")
     stage = stages[-1]
-    if grid is None and image_dir is None:
-        grid = "samples.png"
+    if grid is None and image_dir is None and (video is None or interp):
+        grid = "interp.png" if interp else "samples.png"
     if dry_run:
-        click.echo(f"# would generate {len(seed_list)} images from {stage.root} -> grid={grid} images={image_dir}")
+        click.echo(f"# would generate {len(seed_list)} seeds from {stage.root} -> grid={grid} images={image_dir} "
+                   f"video={video} interp={interp} class={class_spec}")
         return
     G = load_generator(stage)
-    with torch.no_grad():
-        z = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(s)) for s in seed_list])
-        imgs = torch.cat([float_to_images(G(z[i:i + 256])) for i in range(0, len(z), 256)])
-    if grid:
-        click.echo(str(save_grid(imgs, grid)))
+    paths = write_outputs(G, seed_list, grid=grid, image_dir=image_dir, interp=interp, steps=steps, video=video,
+                          fps=fps, class_spec=class_spec, upscale=upscale)
+    for p in paths:
+        if image_dir is None or Path(p).parent != Path(image_dir):
+            click.echo(str(p))
     if image_dir:
-        from PIL import Image
-
-        from .fileio import atomic_path
-
-        Path(image_dir).mkdir(parents=True, exist_ok=True)
-        for s, img in zip(seed_list, imgs):
-            arr = img.permute(1, 2, 0).numpy()
-            with atomic_path(Path(image_dir) / f"seed{s:04d}.png") as tmp:
-                Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
-        click.echo(f"{len(seed_list)} images in {image_dir}")
+        click.echo(f"{sum(1 for p in paths if Path(p).parent == Path(image_dir))} images in {image_dir}")
 
 
 @main.command("preview-augment", context_settings=CONTEXT)
@@ -563,33 +688,91 @@ def export(run_or_stage: str, compact: bool, out: str | None) -> None:
               help="comparison plot PNG (a CSV with the data is written beside it); needed for several runs")
 @click.option("--labels", type=str, default=None, help="comma-separated curve labels, one per run")
 @click.option("--network", type=click.Choice(["G", "D"]), default="G", help="remaining weights of G or of D on the x axis")
+@click.option("--html-dir", type=click.Path(file_okay=False), default=None,
+              help="write report.html + report_files/ here (one subfolder per run for several runs); without --out "
+                   "the run folders are only read  [default: report.html in the run folder, beside report.md]")
 @click.option("--dry-run", is_flag=True, help="print the table only, do not write report.md")
 @handle_errors
 def report(run_dirs: tuple[str, ...], metric: str | None, out: str | None, labels: str | None, network: str,
-           dry_run: bool) -> None:
+           html_dir: str | None, dry_run: bool) -> None:
     """Report of a run: report.md with the table over levels and branches (density G/D, FID, KID, #RI, training
     FLOPs, wall time), sample grids, and the FID-vs-remaining-weights plot (PNG + CSV). With several runs and
-    --out: one comparison plot (e.g. IMP_G vs IMP_GD vs random pruning)."""
+    --out: one comparison plot (e.g. IMP_G vs IMP_GD vs random pruning). Also report.html: the same at a glance
+    with curves, the D overfitting monitor, sample grids over time and warnings (degan.report.html)."""
     from .lottery.layout import find_stage
     from .report import collect, fid_vs_density, table, write_report
+    from .report.html import write_html_report
 
     runs = [find_stage(d)[0].root for d in run_dirs]
     if dry_run:
         for r in runs:
             click.echo(table(collect(r))[0])
         return
+    if html_dir is not None:  # only read the run folders
+        for r in runs:
+            click.echo(str(write_html_report(r, Path(html_dir) if len(runs) == 1 else Path(html_dir) / r.name)))
+        if out is None:
+            return
     if len(runs) > 1 and out is None:
         raise DeganError("several runs make one comparison plot: give --out PLOT.png")
     if out is None and metric is None and labels is None and network == "G":
         click.echo(str(write_report(runs[0])))
+        click.echo(str(write_html_report(runs[0])))
         return
     for r in runs:
         write_report(r)
+        if html_dir is None:
+            write_html_report(r)
     label_list = [x.strip() for x in labels.split(",")] if labels else None
     png = fid_vs_density(runs, out or (runs[0] / "fid_vs_density.png"), metric=metric, labels=label_list,
                          network=network)
     click.echo(str(png))
     click.echo(str(Path(png).with_suffix(".csv")))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--data-a", type=str, default=None, help="domain A: image folder, zip, CIFAR, idx(.gz), .npz or builtin")
+@click.option("--data-b", type=str, default=None, help="domain B (may be the same source with other --classes-b)")
+@click.option("--classes-a", type=str, default=None, help="keep these labels of A, e.g. 7 or 0,2  [default: all]")
+@click.option("--classes-b", type=str, default=None, help="keep these labels of B  [default: all]")
+@click.option("--outdir", type=click.Path(file_okay=False), default="runs", help="where run folders are made")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML/JSON config file")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="dotted override, e.g. train.lambda_identity=0")
+@click.option("--levels", type=int, default=3, help="IMP levels after the dense level 0")
+@click.option("--prune", type=click.Choice(["G", "D", "G,D"]), default=None,
+              help="networks pruned: both generators (IMP_G, GAN-LTH) or also both discriminators  [default: G]")
+@click.option("--rate", type=float, default=None, help="fraction of remaining weights pruned per level  [default: 0.2]")
+@click.option("--width", type=float, default=None, help="channel multiplier (1 = 64 channels at the top)  [default: 1]")
+@click.option("--n-blocks", type=int, default=None, help="residual blocks per G  [default: 9 at >= 256 px, else 6]")
+@click.option("--resolution", type=int, default=None, help="image side, a multiple of 4  [default: 32]")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="[default: 3]")
+@click.option("--subset", type=str, default=None, help="per domain: a count (300) or fraction (0.1)  [default: all]")
+@click.option("--kimg", type=float, default=None, help="per level, thousands of images per domain  [default: 20]")
+@click.option("--batch", type=int, default=None, help="images per domain per iteration  [default: 4]")
+@click.option("--seed", type=int, default=None, help="seed of init, batches and pools  [default: 0]")
+@click.option("--snap", type=float, default=None, help="checkpoint + translation grid every this many kimg  [default: 5]")
+@click.option("--metrics", type=str, default=None, help="fid,kid or none, both directions  [default: fid,kid]")
+@click.option("--num-images", type=int, default=None, help="images per domain for FID/KID  [default: all]")
+@click.option("--inception", type=click.Path(dir_okay=False), default=None, help="TorchScript FID Inception weights")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[default: auto]")
+@click.option("--resume", type=click.Choice(["latest"]), default=None, help="continue an unfinished level")
+@click.option("--progress/--no-progress", default=True, help="progress bar")
+@click.option("--dry-run", is_flag=True, help="print the resolved config and the run folder, then stop")
+@handle_errors
+def cyclegan(dry_run: bool, outdir: str, config_file: str | None, sets: tuple, resume: str | None, progress: bool,
+             **kw) -> None:
+    """CycleGAN lottery tickets (GAN-LTH image-to-image): train G_AB, G_BA, D_A, D_B dense, then per level prune
+    20 % of each pruned network, rewind to theta_0, retrain; translation grids, FID/KID both ways (degan.cyclegan)."""
+    from .cyclegan import cli_overrides, dump_yaml as dump_cyclegan, resolve_config, run_cyclegan, run_folder
+
+    cfg = resolve_config(config_file, sets, cli_overrides(kw))
+    if dry_run:
+        folder = run_folder(cfg, outdir).root  # checks both sources exist
+        click.echo(dump_cyclegan(cfg).rstrip())
+        click.echo(f"# run folder: {folder}")
+        return
+    run = run_cyclegan(cfg, outdir, resume=resume is not None, progress=progress)
+    click.echo(str(run.report))
 
 
 if __name__ == "__main__":  # pragma: no cover

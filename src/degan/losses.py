@@ -42,6 +42,12 @@ LOSSES.register("hinge")(AdversarialLoss("hinge", lambda u: F.relu(1.0 + u), lam
 LOSSES.register("nonsaturating")(AdversarialLoss("nonsaturating", F.softplus, F.softplus))
 
 
+def call_net(net: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
+    """``net(x)`` when ``c`` is None, else ``net(x, c)``: G(z, c) / D(x, c) of a conditional GAN, and unconditional
+    networks (or plain callables) that take no label argument keep working."""
+    return net(x) if c is None else net(x, c)
+
+
 class GANObjective:
     """What one D step and one G step minimise: adversarial loss with augmentation inside.
 
@@ -65,18 +71,25 @@ class GANObjective:
         return self.augment(x, generator=generator) if self.augment is not None else x
 
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+               generator: torch.Generator | None = None, *,
+               c: tuple[Tensor | None, Tensor | None] | None = None) -> tuple[Tensor, dict[str, float]]:
         """D loss on a real batch (float [N, C, H, W] in [-1, 1]) and latents z (float [M, z_dim]).
+
+        Args:
+            c: class labels of a conditional GAN as ``(real_c, gen_c)``: long [N] labels of the reals (passed to
+                D with them) and long [M] labels of the fakes (passed to G and to D with the fakes); None for an
+                unconditional GAN (G and D are then called without labels). Augmentation acts on images only.
 
         Returns:
             ``(loss, stats)``; stats holds the two loss terms and the mean logits, as floats.
         """
+        real_c, gen_c = (None, None) if c is None else c
         with torch.no_grad():
-            fake = G(z)
+            fake = call_net(G, z, gen_c)
         real_aug, fake_aug = self._aug(real, generator), self._aug(fake, generator)
-        real_logits, fake_logits = D(real_aug), D(fake_aug)
+        real_logits, fake_logits = call_net(D, real_aug, real_c), call_net(D, fake_aug, gen_c)
         self.last_d_pass = {"real": real_aug, "fake": fake_aug, "real_logits": real_logits,
-                            "fake_logits": fake_logits}
+                            "fake_logits": fake_logits, "real_c": real_c, "fake_c": gen_c}
         l_real, l_fake = self.loss.d_loss(real_logits, fake_logits)
         loss = l_real + l_fake
         stats = {
@@ -87,10 +100,14 @@ class GANObjective:
         }
         return loss, stats
 
-    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        """G loss for latents z (float [M, z_dim]); gradients flow through the augmentation into G."""
-        fake_logits = D(self._aug(G(z), generator))
+    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor, generator: torch.Generator | None = None, *,
+               c: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        """G loss for latents z (float [M, z_dim]); gradients flow through the augmentation into G.
+
+        Args:
+            c: long [M] class labels of the fakes (passed to G and D) for a conditional GAN, else None.
+        """
+        fake_logits = call_net(D, self._aug(call_net(G, z, c), generator), c)
         loss = self.loss.g_loss(fake_logits)
         return loss, {"loss_G": float(loss.detach())}
 
@@ -144,13 +161,13 @@ class ObjectiveWrapper:
             raise AttributeError(name)
         return getattr(inner, name)
 
-    def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        return self.objective.d_loss(G, D, real, z, generator)
+    def d_loss(self, *args, **kwargs) -> tuple[Tensor, dict[str, float]]:
+        """The wrapped objective's ``d_loss``, arguments passed through unchanged (incl. labels ``c=``)."""
+        return self.objective.d_loss(*args, **kwargs)
 
-    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        return self.objective.g_loss(G, D, z, generator)
+    def g_loss(self, *args, **kwargs) -> tuple[Tensor, dict[str, float]]:
+        """The wrapped objective's ``g_loss``, arguments passed through unchanged (incl. labels ``c=``)."""
+        return self.objective.g_loss(*args, **kwargs)
 
 
 class DistillationObjective(ObjectiveWrapper):
@@ -170,13 +187,14 @@ class DistillationObjective(ObjectiveWrapper):
         self.teacher, self.weight = teacher.requires_grad_(False), float(weight)
 
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        loss, stats = self.objective.d_loss(G, D, real, z, generator)
+               generator: torch.Generator | None = None, **kwargs) -> tuple[Tensor, dict[str, float]]:
+        loss, stats = self.objective.d_loss(G, D, real, z, generator, **kwargs)
         p = self.objective.last_d_pass
         if p is None:
             raise RuntimeError("the wrapped objective did not record its D pass; distillation needs last_d_pass")
         with torch.no_grad():
-            t_real, t_fake = self.teacher(p["real"]), self.teacher(p["fake"])
+            t_real = call_net(self.teacher, p["real"], p.get("real_c"))
+            t_fake = call_net(self.teacher, p["fake"], p.get("fake_c"))
         kd = kd_loss(torch.cat([p["real_logits"], p["fake_logits"]]), torch.cat([t_real, t_fake]))
         stats = dict(stats, loss_KD=float(kd.detach()))
         return loss + self.weight * kd, stats

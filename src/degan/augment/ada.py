@@ -735,12 +735,15 @@ class ADAObjective(ObjectiveWrapper):
         self.controller = controller
 
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        loss, stats = self.objective.d_loss(G, D, real, z, generator)
+               generator: torch.Generator | None = None, **kwargs) -> tuple[Tensor, dict[str, float]]:
+        loss, stats = self.objective.d_loss(G, D, real, z, generator, **kwargs)
         if "r_t" not in stats:
             raise RuntimeError("the wrapped objective's d_loss stats have no r_t; ADA needs the mean sign of D's "
                                "logits on the augmented reals")
-        self.controller.observe(float(stats["r_t"]), int(real.shape[0]))
+        from ..train.distributed import global_mean_and_count
+
+        # DDP: r_t over the global batch (every rank then moves p identically)
+        self.controller.observe(*global_mean_and_count(float(stats["r_t"]), int(real.shape[0])))
         return loss, stats
 
 

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import AdvAugConfig
-from ..losses import GANObjective
+from ..losses import GANObjective, call_net
 
 DIRECTIONS = ("worst_case", "reference")
 MODES = ("pgd", "gaussian")
@@ -121,6 +121,8 @@ def split_G(G: nn.Module, k: int | None) -> tuple[Callable, Callable]:
         raise ValueError(f"advaug.split_G={k} is out of range for this G: choose 0 .. {len(blocks)} "
                          f"(block index; 0 = after the latent projection)")
     return (lambda z, c=None: blocks[:k](G.input_layer(z, c))), (lambda h, c=None: G.output(blocks[k:](h)))
+    # (a G whose blocks read the labels, e.g. BigGAN's conditional BN, keeps them outside ``G.blocks`` and so offers
+    # the default split only)
 
 
 def split_D(D: nn.Module, k: int | None) -> tuple[Callable, Callable]:
@@ -135,7 +137,7 @@ def split_D(D: nn.Module, k: int | None) -> tuple[Callable, Callable]:
     if not 0 <= k < len(blocks):
         raise ValueError(f"advaug.split_D={k} is out of range for this D: choose 0 .. {len(blocks) - 1} "
                          "(block index), or null for the pooled features before the head")
-    return (lambda x, c=None: blocks[:k](x)), (lambda h, c=None: D.head(D.pool(blocks[k:](h))))
+    return (lambda x, c=None: blocks[:k](x)), (lambda h, c=None: D.head(D.pool(blocks[k:](h)), c))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -185,19 +187,22 @@ def pgd_delta(f: Tensor, objective: Callable[[Tensor], Tensor], *, steps: int, s
         random_start: start from U[-eps, eps].
         generator: randomness of the random start.
     """
-    base = f.detach()
+    from ..train.precision import fp32
+
+    base = f.detach().float()  # the PGD gradient runs in fp32, autocast off (degan.train.precision)
     if random_start:
         u = torch.rand(base.shape, generator=generator, device="cpu" if generator is not None else base.device)
         delta = (u.to(base.device, base.dtype) * 2 - 1) * eps
     else:
         delta = torch.zeros_like(base)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        (grad,) = torch.autograd.grad(objective(base + delta), delta)
-        delta = delta.detach() + step_size * grad.sign()
-        if eps is not None:
-            delta = delta.clamp(-eps, eps)
-    return delta.detach()
+    with fp32():
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(base + delta), delta)
+            delta = delta.detach() + step_size * grad.sign()
+            if eps is not None:
+                delta = delta.clamp(-eps, eps)
+    return delta.detach().to(f.dtype)
 
 
 def _replay(generator: torch.Generator | None) -> torch.Generator | None:
@@ -260,16 +265,23 @@ class AdvAugObjective(GANObjective):
                          random_start=s.random_start, generator=generator)
 
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+               generator: torch.Generator | None = None, *,
+               c: tuple[Tensor | None, Tensor | None] | None = None) -> tuple[Tensor, dict[str, float]]:
+        """As :meth:`GANObjective.d_loss` (labels ``c = (real_c, gen_c)`` reach D1 and D2 with their images)."""
         if not self.on_D:
-            return super().d_loss(G, D, real, z, generator)
+            return super().d_loss(G, D, real, z, generator, c=c)
+        real_c, gen_c = (None, None) if c is None else c
         with torch.no_grad():
-            fake = G(z)
-        D1, D2 = split_D(D, self.settings.split_D)
+            fake = call_net(G, z, gen_c)
+        D1s, D2s = split_D(D, self.settings.split_D)
+        D1 = lambda x, y: call_net(D1s, x, y)  # noqa: E731
         real_aug, fake_aug = self._aug(real, generator), self._aug(fake, generator)
-        f_real, f_fake = D1(real_aug), D1(fake_aug)
-        s_real, s_fake = D2(f_real), D2(f_fake)
-        self.last_d_pass = {"real": real_aug, "fake": fake_aug, "real_logits": s_real, "fake_logits": s_fake}
+        f_real, f_fake = D1(real_aug, real_c), D1(fake_aug, gen_c)
+        D2r = lambda f: call_net(D2s, f, real_c)  # noqa: E731  (D2 with the reals' labels)
+        D2f = lambda f: call_net(D2s, f, gen_c)  # noqa: E731  (D2 with the fakes' labels)
+        s_real, s_fake = D2r(f_real), D2f(f_fake)
+        self.last_d_pass = {"real": real_aug, "fake": fake_aug, "real_logits": s_real, "fake_logits": s_fake,
+                            "real_c": real_c, "fake_c": gen_c}
         l_real, l_fake = self.loss.d_loss(s_real, s_fake)
         clean = l_real + l_fake
         ref = self.settings.direction == "reference"
@@ -277,11 +289,11 @@ class AdvAugObjective(GANObjective):
             if self.reuse_clean_gradient and clean.requires_grad:
                 d_real, d_fake = self._one_step_from(clean, [f_real, f_fake])
             else:
-                d_real = self.perturb(f_real, (lambda f: D2(f).sum()) if ref else
-                                      (lambda f: self.loss.f_D(-D2(f)).sum()), generator)
-                d_fake = self.perturb(f_fake, (lambda f: D2(f).sum()) if ref else
-                                      (lambda f: self.loss.f_D(D2(f)).sum()), generator)
-            a_real, a_fake = self.loss.d_loss(D2(f_real + d_real), D2(f_fake + d_fake))
+                d_real = self.perturb(f_real, (lambda f: D2r(f).sum()) if ref else
+                                      (lambda f: self.loss.f_D(-D2r(f)).sum()), generator)
+                d_fake = self.perturb(f_fake, (lambda f: D2f(f).sum()) if ref else
+                                      (lambda f: self.loss.f_D(D2f(f)).sum()), generator)
+            a_real, a_fake = self.loss.d_loss(D2r(f_real + d_real), D2f(f_fake + d_fake))
         adv = a_real + a_fake
         loss = (clean + self.settings.lambda_D * adv) / 2
         stats = {"loss_D": float(loss.detach()), "loss_D_clean": float(clean.detach()),
@@ -289,17 +301,18 @@ class AdvAugObjective(GANObjective):
                  "D_fake": float(s_fake.detach().mean()), "r_t": float(torch.sign(s_real.detach()).mean())}
         return loss, stats
 
-    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor, generator: torch.Generator | None = None, *,
+               c: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        """As :meth:`GANObjective.g_loss` (labels ``c`` of the fakes reach G1, G2 and D)."""
         if not self.on_G:
-            return super().g_loss(G, D, z, generator)
+            return super().g_loss(G, D, z, generator, c=c)
         start = _replay(generator)  # state before the clean draw: every G pass replays the same augmentation
         G1, G2 = split_G(G, self.settings.split_G)
-        h = G1(z)
-        clean = self.loss.g_loss(D(self._aug(G2(h), generator)))
+        h = call_net(G1, z, c)
+        clean = self.loss.g_loss(call_net(D, self._aug(call_net(G2, h, c), generator), c))
 
         def score(hh: Tensor) -> Tensor:
-            return D(self._aug(G2(hh), _replay(start)))
+            return call_net(D, self._aug(call_net(G2, hh, c), _replay(start)), c)
 
         ref = self.settings.direction == "reference"
         with frozen_statistics(G, D):

@@ -83,7 +83,10 @@ class LeCam:
 
     def update(self, real_logits: Tensor, fake_logits: Tensor) -> None:
         """One D step: move both EMAs towards this step's mean logits (detached)."""
-        r, f = float(real_logits.detach().float().mean()), float(fake_logits.detach().float().mean())
+        from ..train.distributed import all_reduce_mean
+
+        # DDP: the means over all ranks' batches (equal per-rank batches), so every rank holds the same EMAs
+        r, f = all_reduce_mean([float(real_logits.detach().float().mean()), float(fake_logits.detach().float().mean())])
         self._real = self.decay * self._real + (1.0 - self.decay) * r
         self._fake = self.decay * self._fake + (1.0 - self.decay) * f
         self.updates += 1
@@ -130,8 +133,8 @@ class LeCamObjective(ObjectiveWrapper):
         self.lecam, self.step_fn = lecam, step_fn
 
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        loss, stats = self.objective.d_loss(G, D, real, z, generator)
+               generator: torch.Generator | None = None, **kwargs) -> tuple[Tensor, dict[str, float]]:
+        loss, stats = self.objective.d_loss(G, D, real, z, generator, **kwargs)
         p = self.objective.last_d_pass
         if p is None:
             raise RuntimeError("the wrapped objective did not record its D pass; LeCam needs last_d_pass")

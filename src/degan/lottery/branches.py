@@ -119,9 +119,16 @@ def transfer_experiment(exp: Experiment, data: str, stage: StageLayout, adapt: b
                                  "seed": cfg.data.subset_seed, "num_images": n, "num_selected": int(len(indices)),
                                  "indices": indices.tolist()})
     cfg2 = replace(cfg, data=replace(cfg.data, source=str(data)))
+    labels = None
+    if cfg2.model.conditional:  # a conditional ticket: the new data must have labels within its classes
+        from .runner import resolve_classes
+
+        resolve_classes(cfg2, ds.labels, str(data))
+        labels = torch.from_numpy(np.asarray(ds.labels)[indices].astype(np.int64))
     images = torch.from_numpy(np.ascontiguousarray(ds.images[indices]))
     return Experiment(cfg=cfg2, run=exp.run, images=images, indices=indices,
-                      data_info=dict(ds.info, num_selected=int(len(indices))), device=exp.device, log=exp.log)
+                      data_info=dict(ds.info, num_selected=int(len(indices))), device=exp.device, log=exp.log,
+                      labels=labels)
 
 
 def branch_name(kind: str, data: str | None = None) -> str:

@@ -8,13 +8,18 @@
     subset.json          the limited-data indices, reused by every stage
     init.pt              theta_0 / phi_0: the initial weights every level rewinds to
     report.md            table + sample grids (``degan report``)
+    report.html, report_files/   the same as one HTML page with its images and plots (``degan report``)
     level_<k>/           one IMP level (``train`` runs have a single level_0)
         masks.safetensors  masks of G and D ("G.<param>", "D.<param>"; bool)
         density.json       per-network and per-layer density
         checkpoints/ckpt-<nimg>.pt   full training state (torch.load(weights_only=True))
         G_ema.safetensors  final EMA generator weights (+ generator.json to rebuild it)
+        translators.safetensors  CycleGAN runs: final G_AB, G_BA ("G_AB.<param>", ...; + generator.json)
         stats.jsonl, metrics.jsonl
         samples/reals.png, samples/reals_aug.png, samples/fakes<kimg>.png, samples/fakes_latest.png
+        monitor.jsonl, monitor.png     D accuracy on training / held-out reals and fakes over kimg
+        memorization.json, memorization.png   nearest training neighbours of samples (``degan eval --memorization``)
+        tensorboard/       TensorBoard event files (``eval.tensorboard=true``)
         done.json          written last: the level is finished and is skipped on re-run
     level_<k>_<branch>/  a branch trained from level k's result, beside it (same files as a level):
                          random_ticket, random_mask, finetune, transfer-<data>, channel, ...
@@ -53,10 +58,16 @@ class StageLayout:
     density = property(lambda self: self.root / "density.json")
     checkpoints = property(lambda self: self.root / "checkpoints")
     G_ema = property(lambda self: self.root / "G_ema.safetensors")
+    translators = property(lambda self: self.root / "translators.safetensors")
     generator_json = property(lambda self: self.root / "generator.json")
     stats = property(lambda self: self.root / "stats.jsonl")
     metrics = property(lambda self: self.root / "metrics.jsonl")
     samples = property(lambda self: self.root / "samples")
+    monitor = property(lambda self: self.root / "monitor.jsonl")
+    monitor_png = property(lambda self: self.root / "monitor.png")
+    memorization = property(lambda self: self.root / "memorization.json")
+    memorization_png = property(lambda self: self.root / "memorization.png")
+    tensorboard = property(lambda self: self.root / "tensorboard")
     done = property(lambda self: self.root / "done.json")
 
     def is_done(self) -> bool:
@@ -75,6 +86,7 @@ class RunLayout:
     subset = property(lambda self: self.root / "subset.json")
     init = property(lambda self: self.root / "init.pt")
     report = property(lambda self: self.root / "report.md")
+    report_html = property(lambda self: self.root / "report.html")
 
     def level(self, k: int) -> StageLayout:
         return StageLayout(self.root / f"level_{k}")

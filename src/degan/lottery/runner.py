@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +36,8 @@ from ..report.grid import save_grid
 from ..train.callbacks import ProgressBar, Snapshot, StatsLogger
 from ..train.checkpoint import latest_checkpoint, load_checkpoint
 from ..train.loop import Callback, Trainer, float_to_images, images_to_float
+from ..train import distributed as ddp
+from ..train.precision import Precision, apply_speed_options, check_resume
 from ..train.state import TrainState, make_state
 from .layout import RunLayout, StageLayout, run_folder_name
 
@@ -84,7 +86,67 @@ def model_kwargs(cfg: RunConfig) -> dict:
     kw = {"resolution": cfg.data.resolution, "img_channels": cfg.data.channels, "width": cfg.model.width}
     if cfg.model.z_dim is not None:
         kw["z_dim"] = cfg.model.z_dim
+    if cfg.model.channel_base is not None:  # StyleGAN2's channel schedule (other models reject the option)
+        kw["channel_base"] = cfg.model.channel_base
+    if cfg.model.conditional:
+        if cfg.model.num_classes is None:
+            raise DeganError("model.num_classes is not resolved yet: a conditional config gets its class count from "
+                             "the data in prepare() (resolve_classes)")
+        kw["num_classes"] = cfg.model.num_classes
     return kw
+
+
+def resolve_classes(cfg: RunConfig, labels: np.ndarray | None, source: str | None = None) -> RunConfig:
+    """The config with ``model.num_classes`` set from the data's labels for a conditional model (``--cond``).
+
+    Unconditional configs are returned unchanged (labels, if any, are ignored). ``num_classes=None`` becomes
+    ``max(label) + 1``; an explicit count must cover every label.
+
+    Args:
+        cfg: the run config.
+        labels: int ``[N]`` class labels of the whole training split, or None for an unlabelled source.
+        source: the dataset named in error messages (default ``cfg.data.source``).
+
+    Raises:
+        DeganError: a conditional model with an unlabelled dataset, or labels outside ``[0, num_classes)``;
+            ``num_classes`` set for an unconditional model (ConfigError).
+    """
+    from ..config import check_classes
+
+    check_classes(cfg)
+    m = cfg.model
+    if not m.conditional:
+        return cfg
+    source = source or cfg.data.source
+    if labels is None or len(labels) == 0:
+        raise DeganError(f"a conditional model (--cond / model.conditional=true) needs class labels, but {source!r} "
+                         "has none; use a labelled source (class subfolders, CIFAR archive, idx, .npz with labels) "
+                         "or train unconditionally (drop --cond)")
+    lo, hi = int(np.min(labels)), int(np.max(labels))
+    if lo < 0:
+        raise DeganError(f"{source!r} has a negative class label ({lo}); labels must be 0 .. K-1")
+    k = hi + 1 if m.num_classes is None else m.num_classes
+    if hi >= k:
+        raise DeganError(f"class-count mismatch: the model has model.num_classes={k} but {source!r} has labels up to "
+                         f"{hi} ({hi + 1} classes); set model.num_classes={hi + 1} or leave it unset (null) to take it "
+                         "from the data")
+    return replace(cfg, model=replace(m, num_classes=k))
+
+
+def check_class_count(source_model: dict, cfg: RunConfig, what: str) -> None:
+    """Raise if a ticket / checkpoint made for ``source_model`` (a ``model`` config dict) has another class count
+    than ``cfg`` (0 = unconditional).
+
+    Raises:
+        CheckpointError: naming both counts.
+    """
+    theirs = int(source_model.get("num_classes") or 0) if source_model.get("conditional") else 0
+    mine = int(cfg.model.num_classes or 0) if cfg.model.conditional else 0
+    if theirs != mine:
+        desc = lambda k: f"{k} classes" if k else "unconditional"  # noqa: E731
+        raise CheckpointError(f"class-count mismatch: {what} was made for a {desc(theirs)} model but this run's model "
+                              f"is {desc(mine)} (data {cfg.data.source!r}); use data with the same classes, or the "
+                              "same --cond / model.num_classes setting")
 
 
 def build_networks(cfg: RunConfig, device: torch.device | str = "cpu", seed: int | None = None
@@ -140,6 +202,8 @@ class Experiment:
     device: torch.device
     log: Log = _print
     _extractor: object = field(default=None, repr=False)
+    force: bool = False  # resume a checkpoint written in another precision (--force)
+    labels: torch.Tensor | None = None  # int64 [N] labels of ``images`` (conditional models), else None
 
     @property
     def outdir(self) -> Path:
@@ -151,20 +215,30 @@ def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) ->
 
     Raises:
         DataError: the data cannot be loaded or the subset is impossible.
-        DeganError: the run folder holds a different subset than the config asks for.
+        DeganError: the run folder holds a different subset than the config asks for; a conditional model on
+            unlabelled data, or with a class count that does not fit the data or the run folder.
     """
     device = resolve_device(cfg.train.device)
+    given, data = cfg, None  # the run folder is named by the config as given (as `--dry-run` shows it)
+    resolve_classes(cfg, None) if not cfg.model.conditional else None  # checks num_classes is not set alone
+    if cfg.model.conditional:  # the class count comes from the data's labels
+        data = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
+                            resize=cfg.data.resize)
+        cfg = resolve_classes(cfg, data.labels)
     G, D = build_networks(cfg)  # fail on model options (e.g. a resolution the model lacks) before writing
     if cfg.advaug.enabled:  # and on AdvAug split points the model does not have
         from ..augment.advaug import split_D, split_G
 
         split_G(G, cfg.advaug.split_G)
         split_D(D, cfg.advaug.split_D)
-    data = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
-                        resize=cfg.data.resize)
+    if data is None:
+        data = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
+                            resize=cfg.data.resize)
     n_total = data.images.shape[0]
     run = RunLayout(Path(outdir) / run_folder_name(kind, cfg.model.name, dataset_id(cfg.data.source),
-                                                   config_hash(cfg)))
+                                                   config_hash(given)))
+    if cfg.model.conditional and run.config.is_file():
+        check_class_count(load_file(run.config).get("model", {}), cfg, f"the run folder {run.root}")
     if run.subset.is_file():
         saved = read_json(run.subset)
         if saved.get("num_images") != n_total:
@@ -182,12 +256,24 @@ def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) ->
     info = dict(data.info, num_selected=int(len(indices)))
     if data.labels is not None:
         info["class_counts_selected"] = np.bincount(data.labels[indices]).tolist()
+    if cfg.model.conditional:
+        info["num_classes"] = cfg.model.num_classes
     write_json(run.data, info)
     images = torch.from_numpy(np.ascontiguousarray(data.images[indices]))
+    labels = _subset_labels(cfg, data.labels, indices)
     log(f"[degan] run folder {run.root}")
     log(f"[degan] data {cfg.data.source}: {len(indices)} of {n_total} images at {cfg.data.resolution}px, "
-        f"{len(data.info.get('skipped', []))} skipped")
-    return Experiment(cfg=cfg, run=run, images=images, indices=indices, data_info=info, device=device, log=log)
+        f"{len(data.info.get('skipped', []))} skipped"
+        + (f"; conditional on {cfg.model.num_classes} classes" if labels is not None else ""))
+    return Experiment(cfg=cfg, run=run, images=images, indices=indices, data_info=info, device=device, log=log,
+                      labels=labels)
+
+
+def _subset_labels(cfg: RunConfig, labels: np.ndarray | None, indices: np.ndarray) -> torch.Tensor | None:
+    """int64 [n] labels of the chosen images for a conditional model, else None."""
+    if not cfg.model.conditional or labels is None:
+        return None
+    return torch.from_numpy(np.asarray(labels)[indices].astype(np.int64))
 
 
 def save_masks(path: Path, masks: dict[str, Mask]) -> None:
@@ -248,21 +334,43 @@ def get_extractor(exp: Experiment):
 
 
 def sample_fn_for(G_ema: nn.Module, seed: int, device: torch.device) -> Callable[[int], torch.Tensor]:
-    """``fn(n) -> uint8 [n, C, H, W]`` drawing consecutive latents from one seeded stream."""
+    """``fn(n) -> uint8 [n, C, H, W]`` drawing consecutive latents from one seeded stream; a conditional G
+    (``num_classes > 0``) gets class labels uniform over its classes from the same stream (drawn after z)."""
     gen = torch.Generator().manual_seed(seed)
+    k = int(getattr(G_ema, "num_classes", 0) or 0)
 
     @torch.no_grad()
     def fn(n: int) -> torch.Tensor:
         z = torch.randn(n, G_ema.z_dim, generator=gen).to(device)
-        return float_to_images(G_ema(z)).cpu()
+        if k == 0:
+            return float_to_images(G_ema(z)).cpu()
+        c = torch.randint(0, k, (n,), generator=gen).to(device)
+        return float_to_images(G_ema(z, c)).cpu()
 
     return fn
+
+
+def grid_inputs(G: nn.Module, seed: int, per_class: int = 8, max_classes: int = 16
+                ) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+    """Fixed inputs of a stage's sample grids: ``(z float [n, z_dim], labels long [n] or None, images per row)``.
+
+    Unconditional G: 64 latents, square grid (``nrow`` None). Conditional G: one row per class, ``per_class``
+    images each (``nrow = per_class``); with more than ``max_classes`` classes, ``max_classes`` of them evenly
+    spread over ``0 .. K-1``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    k = int(getattr(G, "num_classes", 0) or 0)
+    if k == 0:
+        return torch.randn(64, G.z_dim, generator=gen), None, None
+    classes = torch.arange(k) if k <= max_classes else torch.linspace(0, k - 1, max_classes).round().long()
+    c = classes.repeat_interleave(per_class)
+    return torch.randn(c.shape[0], G.z_dim, generator=gen), c, per_class
 
 
 def evaluate_generator(exp: Experiment, G_ema: nn.Module, metrics: list[str], num_gen: int,
                        progress: bool = False) -> list[dict]:
     """Run the named metric protocols on ``G_ema`` against the run's references (train subset / test split)."""
-    from ..metrics import RealFeatureCache, evaluate, make_reference_key, subset_hash
+    from ..metrics import RealFeatureCache, evaluate, make_reference_key, resolve_cache_dir, subset_hash
 
     cfg = exp.cfg
     extractor = get_extractor(exp)
@@ -276,10 +384,11 @@ def evaluate_generator(exp: Experiment, G_ema: nn.Module, metrics: list[str], nu
         refs["test"] = (test.images, make_reference_key(
             dataset=did, split="test", subset="all", resolution=cfg.data.resolution, channels=cfg.data.channels,
             data_resize=cfg.data.resize, extractor=extractor))
-    cache = RealFeatureCache(exp.outdir / ".cache" / "reference-features")
+    cache = RealFeatureCache(resolve_cache_dir(cfg.eval.cache_dir) / "reference-features")
     return evaluate(sample_fn_for(G_ema.eval(), cfg.eval.seed, exp.device), metrics, refs, num_gen=num_gen,
                     extractor=extractor, cache=cache, batch_size=cfg.eval.batch_size,
-                    kid_subsets=cfg.eval.kid_subsets, seed=cfg.eval.seed, progress=progress)
+                    kid_subsets=cfg.eval.kid_subsets, seed=cfg.eval.seed, is_weights=cfg.eval.inception_full,
+                    progress=progress)
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -403,15 +512,26 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         extra_callbacks.append(ada)
     if lecam is not None:
         state.extras["lecam"] = lecam
+    r1 = None
+    if cfg.r1.gamma > 0:  # R1 on reals, lazy (degan.train.r1); its D-step counter is checkpointed
+        from ..train.r1 import R1
+
+        r1 = state.extras["r1"] = R1(cfg.r1.gamma, cfg.r1.interval)
     meter = FlopsMeter()
     state.extras["flops"] = meter
+    precision = Precision(cfg.train.precision, exp.device)  # checkpointed: a resume checks the precision
+    state.extras["precision"] = precision
     ckpt = latest_checkpoint(stage.checkpoints)
     if ckpt is not None:
         if not resume:
             raise DeganError(f"{stage.root} has an unfinished training (checkpoint {ckpt.name}); pass "
                              "--resume latest to continue it, or use another --outdir to start over")
-        state.load_state_dict(load_checkpoint(ckpt, "cpu")["state"])
+        saved = load_checkpoint(ckpt, "cpu")["state"]
+        check_resume(saved, precision.mode, force=exp.force)
+        state.load_state_dict(saved)
         exp.log(f"[degan] resuming {stage.root.name} from {ckpt.name} at kimg {state.kimg:.1f}")
+    apply_speed_options(state, channels_last=cfg.train.channels_last, adam=cfg.train.adam,
+                        compile=cfg.train.compile, cudnn_benchmark=cfg.train.cudnn_benchmark)
     save_masks(stage.masks, {"G": get_mask(G), "D": get_mask(D)})
     dens = {"G": density(get_mask(G)), "D": density(get_mask(D))}
     write_json(stage.density, {"level": stage.level, "density_G": dens["G"], "density_D": dens["D"],
@@ -427,25 +547,43 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         aug = show(images_to_float(reals), generator=preview)
         save_grid(float_to_images(aug.clamp(-1, 1)), stage.samples / "reals_aug.png", upscale=2)
 
-    grid_z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(cfg.eval.seed + 1))
+    grid_z, grid_c, grid_nrow = grid_inputs(G, cfg.eval.seed + 1)  # conditional: one row per class
     snapshot = Snapshot(stage.checkpoints, stage.samples, cfg.train.snap_kimg, _checkpoint_meta(exp, stage),
-                        grid_z, keep=cfg.train.keep_checkpoints)
+                        grid_z, keep=cfg.train.keep_checkpoints, grid_c=grid_c, nrow=grid_nrow)
     static_density = (lambda: {"density_G": dens["G"], "density_D": dens["D"]}) if dynamic is None else None
     callbacks = [*extra_callbacks, meter, StatsLogger(stage.stats, cfg.train.log_kimg, extra=static_density), snapshot]
+    monitor = None
+    if cfg.eval.monitor_every_kimg is not None:  # D accuracy on training vs held-out reals (degan.train.monitor)
+        from ..train.monitor import overfitting_monitor
+
+        monitor = overfitting_monitor(exp, stage, cfg.eval.monitor_every_kimg, cfg.eval.monitor_num)
+        callbacks.append(monitor)
+    if cfg.eval.tensorboard:
+        from ..report.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(stage.tensorboard, cfg.train.log_kimg, cfg.train.snap_kimg, grid_z, monitor,
+                                           grid_c=grid_c))
     if progress:
         callbacks.insert(0, ProgressBar(desc=stage.root.name))
+    callbacks = ddp.stage_callbacks([precision, *callbacks])  # DDP: sync first; file writers on rank 0 only
     objective = make_objective(cfg, augment)
     if lecam is not None:
         objective = lecam.wrap(objective, step_fn=lambda: state.step)
+    if r1 is not None:
+        objective = r1.wrap(objective)
     if ada is not None:
         objective = ada.wrap(objective)
     if dynamic is not None:
         objective = dynamic.wrap(objective)
     if wrap_objective is not None:
         objective = wrap_objective(objective, state)
+    objective = precision.wrap(objective)  # fp16 loss scaling (outermost: scales the final loss)
     trainer = Trainer(state, exp.images, objective, total_kimg=cfg.train.total_kimg,
-                      batch_D=cfg.train.batch_D, batch_G=cfg.train.batch_G, n_dis=cfg.train.n_dis,
-                      ema_decay=cfg.train.ema_decay, mirror=cfg.data.mirror, device=exp.device, callbacks=callbacks)
+                      batch_D=ddp.per_rank_batch(cfg.train.batch_D, "train.batch_D"),
+                      batch_G=ddp.per_rank_batch(cfg.train.batch_G, "train.batch_G"), n_dis=cfg.train.n_dis,
+                      ema_decay=cfg.train.ema_beta(), mirror=cfg.data.mirror, device=exp.device, callbacks=callbacks,
+                      labels=exp.labels, ema_start_step=cfg.train.ema_start_step)
+    ddp.barrier()  # every rank has looked for its checkpoint before rank 0 writes the first one
     try:
         trainer.run()
     except TrainingDivergedError as e:
@@ -482,7 +620,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
             "output": cfg.dynamic.output, "settings": to_dict(cfg.dynamic),
             "optimizer_G": _opt_summary(state.opt_G), "optimizer_D": _opt_summary(state.opt_D)})
     metrics = parse_metrics(cfg.eval.metrics)
-    if metrics:
+    if metrics and ddp.is_main():  # metrics on rank 0 only (G_ema is the same on every rank)
         t0 = time.perf_counter()
         records = evaluate_generator(exp, state.G_ema, metrics, cfg.eval.num_gen, progress=progress)
         for r in records:
@@ -494,6 +632,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
             for r in records))
     summary.update(extra_info or {})
     write_json(stage.done, summary)
+    ddp.barrier()  # the stage's files exist before any rank goes on
     return summary
 
 
@@ -505,11 +644,14 @@ def _dynamic_callback(exp: Experiment, stage: StageLayout):
     evaluate = None
     if dyn.regen_every_kimg is not None:
         def evaluate(G_ema: nn.Module) -> float:
-            rec = evaluate_generator(exp, G_ema, [dyn.regen_metric], dyn.regen_num_gen)[0]
+            value = None  # computed on rank 0, broadcast: every rank takes the same regeneration decision
+            if ddp.is_main():
+                value = float(evaluate_generator(exp, G_ema, [dyn.regen_metric], dyn.regen_num_gen)[0]["value"])
             G_ema.train()  # evaluation put it in eval mode; the EMA copy's mode does not matter, keep it stable
-            return float(rec["value"])
+            return float(ddp.broadcast_object(value))
+    log_path = stage.root / "dynamic.jsonl" if ddp.is_main() else None  # ranks > 0 must not truncate rank 0's log
     return DynamicPruning(lam=dyn.lam, min_keep=dyn.min_keep, regen_every_kimg=dyn.regen_every_kimg,
-                          trigger=dyn.trigger, evaluate=evaluate, log_path=stage.root / "dynamic.jsonl",
+                          trigger=dyn.trigger, evaluate=evaluate, log_path=log_path,
                           log_kimg=exp.cfg.train.log_kimg)
 
 
@@ -720,7 +862,8 @@ def share_dense_level(exp: Experiment, source: str | Path) -> None:
 
 
 def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progress: bool = True,
-               log: Log = _print, branches: tuple[str, ...] = (), dense_from: str | Path | None = None) -> RunLayout:
+               log: Log = _print, branches: tuple[str, ...] = (), dense_from: str | Path | None = None,
+               force: bool = False) -> RunLayout:
     """Lottery tickets: level 0 dense, then ``prune.levels`` levels of prune -> rewind -> train -> evaluate.
 
     The variant (IMP_G / IMP_GD / IMP_GD^KD, pruning method, rewind point, D reset, rate) comes from ``cfg.prune``.
@@ -730,9 +873,13 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
     Returns:
         The run folder layout.
     """
+    log = log if ddp.is_main() else (lambda msg: None)  # DDP: rank 0 speaks
     exp = prepare(cfg, outdir, "ticket", log)
+    cfg = exp.cfg  # with model.num_classes resolved from the data (conditional runs)
+    exp.force = force
     if dense_from is not None:
-        share_dense_level(exp, dense_from)
+        with ddp.main_first():
+            share_dense_level(exp, dense_from)
     init = initial_weights(exp)
     masks = dense_masks(cfg)
     variant = variant_name(cfg.prune)
@@ -760,8 +907,9 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
                 run_branch(exp, k, b, resume=resume, progress=progress)
     from ..report import write_report
 
-    path = write_report(exp.run.root)
-    log(f"[degan] report: {path}")
+    if ddp.is_main():
+        log(f"[degan] report: {write_report(exp.run.root)}")
+    ddp.barrier()
     return exp.run
 
 
@@ -794,11 +942,16 @@ def ticket_source(ticket: str | Path, cfg: RunConfig) -> tuple[dict, dict[str, M
 
 
 def run_train(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progress: bool = True,
-              log: Log = _print) -> RunLayout:
+              log: Log = _print, force: bool = False) -> RunLayout:
     """Train one GAN (dense from a fresh init, or a ticket's mask from its theta_0), evaluate, report."""
     if cfg.ticket:
         init, masks = ticket_source(cfg.ticket, cfg)
+    log = log if ddp.is_main() else (lambda msg: None)  # DDP: rank 0 speaks
     exp = prepare(cfg, outdir, "train", log)
+    cfg = exp.cfg  # with model.num_classes resolved from the data (conditional runs)
+    exp.force = force
+    if cfg.ticket:
+        check_class_count(init.get("model", {}), cfg, f"the ticket {cfg.ticket}")
     if not cfg.ticket:
         init = initial_weights(exp)
         masks = dense_masks(cfg)
@@ -809,8 +962,9 @@ def run_train(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progr
               extra_info={"ticket": str(cfg.ticket)} if cfg.ticket else None)
     from ..report import write_report
 
-    path = write_report(exp.run.root)
-    log(f"[degan] report: {path}")
+    if ddp.is_main():
+        log(f"[degan] report: {write_report(exp.run.root)}")
+    ddp.barrier()
     return exp.run
 
 
@@ -827,5 +981,7 @@ def experiment_for(run_root: str | Path, log: Log = _print, **overrides) -> Expe
     saved = read_json(run.subset)
     indices = np.asarray(saved["indices"], dtype=np.int64)
     images = torch.from_numpy(np.ascontiguousarray(data.images[indices]))
+    if cfg.model.conditional:
+        cfg = resolve_classes(cfg, data.labels)  # checks the data still fits the run's classes
     return Experiment(cfg=cfg, run=run, images=images, indices=indices, data_info=data.info,
-                      device=resolve_device(cfg.train.device), log=log)
+                      device=resolve_device(cfg.train.device), log=log, labels=_subset_labels(cfg, data.labels, indices))

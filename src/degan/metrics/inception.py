@@ -127,7 +127,10 @@ def check_uint8_images(images: torch.Tensor, name: str = "images") -> None:
     if not torch.is_tensor(images):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
     if images.dtype != torch.uint8:
-        raise ValueError(f"{name} must have dtype torch.uint8 with values in [0, 255], got {images.dtype}")
+        hint = (" (float images in [-1, 1]: ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))"
+                if images.is_floating_point() else "")
+        raise ValueError(f"{name} must have dtype torch.uint8 [N, C, H, W] with values in [0, 255], "
+                         f"got {images.dtype}{hint}")
     if images.dim() != 4:
         raise ValueError(f"{name} must be 4-D [N, C, H, W], got shape {tuple(images.shape)}")
     if images.shape[1] not in (1, 3):

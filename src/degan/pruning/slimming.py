@@ -421,22 +421,24 @@ class GeneratorDistillation(ObjectiveWrapper):
         self.weight = float(weight)
         self.teacher = teacher.eval().requires_grad_(False)
 
-    def distill(self, G: nn.Module, z: Tensor) -> Tensor:
-        """``mean((G(z) - teacher(z))^2)`` with gradients into G only; BatchNorm running stats untouched."""
+    def distill(self, G: nn.Module, z: Tensor, c: Tensor | None = None) -> Tensor:
+        """``mean((G(z, c) - teacher(z, c))^2)`` with gradients into G only; BatchNorm running stats untouched.
+        ``c``: long [N] labels for a conditional G, else None."""
         from ..augment.advaug import frozen_statistics
+        from ..losses import call_net
 
         with torch.no_grad():
-            target = self.teacher(z)
+            target = call_net(self.teacher, z, c)
         with frozen_statistics(G):
-            out = G(z)
+            out = call_net(G, z, c)
         return torch.mean((out - target) ** 2)
 
     def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        loss, stats = self.objective.g_loss(G, D, z, generator)
+               generator: torch.Generator | None = None, **kwargs) -> tuple[Tensor, dict[str, float]]:
+        loss, stats = self.objective.g_loss(G, D, z, generator, **kwargs)
         if self.weight == 0:
             return loss, stats
-        dist = self.distill(G, z)
+        dist = self.distill(G, z, kwargs.get("c"))
         total = loss + self.weight * dist
         stats = dict(stats, loss_G_gan=stats.get("loss_G", float(loss.detach())), loss_G_dist=float(dist.detach()),
                      loss_G=float(total.detach()))

@@ -102,12 +102,17 @@ class Snapshot(Callback):
         meta: extra entries saved in every checkpoint (config, subset indices, stage name...).
         grid_z: fixed latents for the grids, float [n, z_dim].
         keep: how many periodic checkpoints to keep.
+        grid_c: class labels of the grid images, long [n], for a conditional G (e.g. one row per class); None for
+            an unconditional G.
+        nrow: images per grid row; None = a square grid.
     """
 
     def __init__(self, ckpt_dir: str | Path, sample_dir: str | Path, snap_kimg: float, meta: dict,
-                 grid_z: torch.Tensor, keep: int = 2) -> None:
+                 grid_z: torch.Tensor, keep: int = 2, grid_c: torch.Tensor | None = None,
+                 nrow: int | None = None) -> None:
         self.ckpt_dir, self.sample_dir = Path(ckpt_dir), Path(sample_dir)
         self.snap_nimg, self.meta, self.grid_z, self.keep = max(1, int(snap_kimg * 1000)), meta, grid_z, keep
+        self.grid_c, self.nrow = grid_c, nrow
         self.last_path: Path | None = None
 
     def on_train_start(self, trainer: Trainer) -> None:
@@ -121,9 +126,11 @@ class Snapshot(Callback):
         prune_old(self.ckpt_dir, self.keep)
         self.last_path = path
         with torch.no_grad():
-            fakes = float_to_images(s.G_ema.eval()(self.grid_z.to(trainer.device)))
-        save_grid(fakes, self.sample_dir / f"fakes{s.cur_nimg // 1000:06d}.png", upscale=2)
-        save_grid(fakes, self.sample_dir / "fakes_latest.png", upscale=2)
+            z = self.grid_z.to(trainer.device)
+            out = s.G_ema.eval()(z) if self.grid_c is None else s.G_ema.eval()(z, self.grid_c.to(trainer.device))
+            fakes = float_to_images(out)
+        save_grid(fakes, self.sample_dir / f"fakes{s.cur_nimg // 1000:06d}.png", nrow=self.nrow, upscale=2)
+        save_grid(fakes, self.sample_dir / "fakes_latest.png", nrow=self.nrow, upscale=2)
         return path
 
     def on_step_end(self, trainer: Trainer, stats: dict[str, float]) -> None:

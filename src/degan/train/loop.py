@@ -16,6 +16,8 @@ from torch import Tensor
 from ..errors import TrainingDivergedError
 from ..losses import GANObjective
 from ..pruning.mask import enforce_masks
+from .distributed import sample_indices, sync_gradients
+from .precision import autocast
 from .state import TrainState, ema_update
 
 
@@ -52,18 +54,24 @@ class Trainer:
         total_kimg: stop after this many thousand real images shown to D.
         batch_D: reals per D step. batch_G: fakes per G step. n_dis: D steps per G step.
         ema_decay: G_ema decay per G step, None = G_ema copies G.
+        ema_start_step: G steps before the averaging starts; until then G_ema copies G (BigGAN: 1000). 0 = from
+            the first step.
         mirror: random x-flip of reals (p = 0.5 per image).
         device: where to train.
         callbacks: called in order after each iteration.
+        labels: class labels of ``images``, int64 [N] in ``[0, G.num_classes)``; needed when G is conditional
+            (``G.num_classes > 0``), ignored (and no label randomness drawn) when it is not. Reals carry their
+            labels; fakes get labels uniform over the classes from the seeded latent stream (drawn after z).
 
     Raises:
+        ValueError: a conditional G without labels, labels of another length, or labels outside the classes.
         TrainingDivergedError: a loss became NaN or inf (the run stops; checkpoints written before remain).
     """
 
     def __init__(self, state: TrainState, images: Tensor, objective: GANObjective, *, total_kimg: float,
                  batch_D: int, batch_G: int, n_dis: int = 1, ema_decay: float | None = 0.999,
                  mirror: bool = False, device: str | torch.device = "cpu",
-                 callbacks: Sequence[Callback] = ()) -> None:
+                 callbacks: Sequence[Callback] = (), labels: Tensor | None = None, ema_start_step: int = 0) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         self.state = state
@@ -76,21 +84,45 @@ class Trainer:
         self.mirror = mirror
         self.callbacks = list(callbacks)
         self.z_dim = state.G.z_dim
+        self.ema_start_step = int(ema_start_step)
+        self.num_classes = int(getattr(state.G, "num_classes", 0) or 0)
+        self.labels = None if self.num_classes == 0 else self._check_labels(labels, images.shape[0])
+
+    def _check_labels(self, labels: Tensor | None, n: int) -> Tensor:
+        k = self.num_classes
+        if labels is None:
+            raise ValueError(f"G is conditional (num_classes={k}) but no labels were given for the training images")
+        labels = torch.as_tensor(labels).to(torch.long)
+        if labels.shape != (n,):
+            raise ValueError(f"labels must be int64 [N={n}], got {tuple(labels.shape)}")
+        if n and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"labels must lie in [0, {k}) for a G with num_classes={k}; got "
+                             f"{int(labels.min())}..{int(labels.max())}")
+        return labels.to(self.device)
 
     # -- data ---------------------------------------------------------------------------------------------------------
-    def real_batch(self, n: int) -> Tensor:
-        """n reals drawn with replacement (seeded), optionally x-flipped, as float [n, C, H, W] in [-1, 1]."""
+    def real_batch(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """n reals drawn with replacement (seeded), optionally x-flipped, as float [n, C, H, W] in [-1, 1], and
+        their labels (int64 [n]; None for an unconditional G)."""
         gen = self.state.generators["batch"]
-        idx = torch.randint(0, self.images.shape[0], (n,), generator=gen)
+        idx = sample_indices(self.images.shape[0], n, gen, self.state.cur_nimg)  # own shard per DDP rank
         x = images_to_float(self.images[idx.to(self.device)])
         if self.mirror:
             flip = (torch.rand(n, generator=gen) < 0.5).to(self.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x
+        c = None if self.labels is None else self.labels[idx.to(self.device)]
+        return x, c
 
     def latents(self, n: int) -> Tensor:
         """n latents z ~ N(0, I), float [n, z_dim], from the seeded latent stream."""
         return torch.randn(n, self.z_dim, generator=self.state.generators["latent"]).to(self.device)
+
+    def fake_labels(self, n: int) -> Tensor | None:
+        """n class labels uniform over ``[0, num_classes)``, int64 [n], from the seeded latent stream; None (and
+        nothing drawn) for an unconditional G."""
+        if self.num_classes == 0:
+            return None
+        return torch.randint(0, self.num_classes, (n,), generator=self.state.generators["latent"]).to(self.device)
 
     def _aug_gen(self) -> torch.Generator:
         return self.state.generators["augment"]
@@ -111,25 +143,35 @@ class Trainer:
         G.requires_grad_(False)
         D.requires_grad_(True)
         for _ in range(self.n_dis):
-            real = self.real_batch(self.batch_D)
-            loss_D, d_stats = self.objective.d_loss(G, D, real, self.latents(self.batch_D), self._aug_gen())
+            real, real_c = self.real_batch(self.batch_D)
+            z = self.latents(self.batch_D)
+            gen_c = self.fake_labels(self.batch_D)
+            labels = {} if gen_c is None else {"c": (real_c, gen_c)}
+            with autocast(s):
+                loss_D, d_stats = self.objective.d_loss(G, D, real, z, self._aug_gen(), **labels)
             self._check_finite(loss_D, "loss_D")
             s.opt_D.zero_grad(set_to_none=True)
             loss_D.backward()
+            sync_gradients(s, D, "D")  # DDP all-reduce; fp16 unscale
             s.opt_D.step()
             enforce_masks(D)
             s.cur_nimg += real.shape[0]
             stats.update(d_stats)
         G.requires_grad_(True)
         D.requires_grad_(False)
-        loss_G, g_stats = self.objective.g_loss(G, D, self.latents(self.batch_G), self._aug_gen())
+        z = self.latents(self.batch_G)
+        gen_c = self.fake_labels(self.batch_G)
+        labels = {} if gen_c is None else {"c": gen_c}
+        with autocast(s):
+            loss_G, g_stats = self.objective.g_loss(G, D, z, self._aug_gen(), **labels)
         self._check_finite(loss_G, "loss_G")
         s.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
+        sync_gradients(s, G, "G")
         s.opt_G.step()
         enforce_masks(G)
         D.requires_grad_(True)
-        ema_update(s.G_ema, G, self.ema_decay)
+        ema_update(s.G_ema, G, self.ema_decay if s.step >= self.ema_start_step else None)
         s.step += 1
         stats.update(g_stats)
         return stats

@@ -197,9 +197,10 @@ class DynamicPruningObjective(ObjectiveWrapper):
         return threshold_penalty([dm.threshold for dm in dms], self.lam)
 
     def d_loss(self, G: nn.Module, D: nn.Module, real: Tensor, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        """The wrapped D loss + ``lam * sum exp(-t_D)``; same arguments and return as GANObjective.d_loss."""
-        loss, stats = self.objective.d_loss(G, D, real, z, generator)
+               generator: torch.Generator | None = None, **kwargs) -> tuple[Tensor, dict[str, float]]:
+        """The wrapped D loss + ``lam * sum exp(-t_D)``; same arguments (labels ``c=`` passed through) and return
+        as GANObjective.d_loss."""
+        loss, stats = self.objective.d_loss(G, D, real, z, generator, **kwargs)
         r = self._penalty(D)
         if r is not None:
             loss = loss + r
@@ -207,9 +208,10 @@ class DynamicPruningObjective(ObjectiveWrapper):
         return loss, stats
 
     def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        """The wrapped G loss + ``lam * sum exp(-t_G)``; same arguments and return as GANObjective.g_loss."""
-        loss, stats = self.objective.g_loss(G, D, z, generator)
+               generator: torch.Generator | None = None, **kwargs) -> tuple[Tensor, dict[str, float]]:
+        """The wrapped G loss + ``lam * sum exp(-t_G)``; same arguments (labels ``c=`` passed through) and return
+        as GANObjective.g_loss."""
+        loss, stats = self.objective.g_loss(G, D, z, generator, **kwargs)
         r = self._penalty(G)
         if r is not None:
             loss = loss + r
