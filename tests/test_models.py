@@ -15,8 +15,9 @@ from degan.models.sngan import SNGAN32_PARAMS
 
 # Smallest sensible options per model so the test stays fast.
 TINY = {"dcgan": dict(resolution=16, width=0.25, z_dim=16), "sngan32": dict(width=0.125, z_dim=16),
-        "stylegan2": dict(resolution=32, width=1 / 32, z_dim=16, mapping_layers=2)}
+        "stylegan2": dict(resolution=32, width=1 / 32, z_dim=16, mapping_layers=2), "biggan": dict(width=0.05, z_dim=16)}
 NO_SN = {"stylegan2"}  # families without spectral norm (StyleGAN2: equalised lr + R1 instead)
+SN_IN_G = {"biggan"}  # families with spectral norm on G's tagged layers too (BigGAN)
 
 
 def _tiny(name: str) -> dict:
@@ -84,7 +85,11 @@ def test_spectral_norm_on_d_only_when_requested(name):
         return
     assert d_layers and all(has_spectral_norm(m) for m in d_layers)
     assert all(is_marked_sn(m) for m in d_layers)
-    assert not any(parametrize.is_parametrized(m) for m in G.modules())
+    if name in SN_IN_G:  # exactly G's tagged layers (BigGAN: not its shared class embedding)
+        g_layers = [m for m in G.modules() if hasattr(m, "weight")]
+        assert any(map(is_marked_sn, g_layers)) and all(has_spectral_norm(m) == is_marked_sn(m) for m in g_layers)
+    else:
+        assert not any(parametrize.is_parametrized(m) for m in G.modules())
     G, D = create_model(name, spectral_norm=False, **_tiny(name))
     assert not any(parametrize.is_parametrized(m) for m in D.modules())
     assert not any(parametrize.is_parametrized(m) for m in G.modules())
@@ -112,7 +117,8 @@ def test_pre_sn_hook_runs_before_spectral_norm(name):
         assert isinstance(plist[0], _Dummy)
         assert name in NO_SN or type(plist[1]).__name__ == "_SpectralNorm"
     for m in _weighted(G):
-        assert len(m.parametrizations.weight) == 1
+        assert len(m.parametrizations.weight) == (2 if name in SN_IN_G and is_marked_sn(m) else 1)
+        assert isinstance(m.parametrizations.weight[0], _Dummy)
 
 
 @pytest.mark.parametrize("name", list_models())
