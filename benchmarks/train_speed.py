@@ -200,6 +200,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     ap.add_argument("--quick", action="store_true",
                     help="2 iterations, 1 warm-up, one small config: checks that everything runs (numbers meaningless)")
+    ap.add_argument("--reference-batch", type=int, default=64, help="batch of the reference SNGAN comparison")
+    ap.add_argument("--reference-rounds", type=int, default=3, help="alternating rounds of the reference comparison")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -275,7 +277,8 @@ def main() -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         reference = (compare("sngan32", 32, 0.25, 8, 1, iters=2, warmup=1, rounds=1) if args.quick
-                     else compare("sngan32", 32, 1.0, 64, 1, iters=args.iters, warmup=args.warmup, rounds=3))
+                     else compare("sngan32", 32, 1.0, args.reference_batch, 1, iters=args.iters, warmup=args.warmup,
+                             rounds=args.reference_rounds))
     out = {"benchmark": "train_speed", "device": device,
            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
            "quick": args.quick, "iters": args.iters, "warmup": args.warmup, "augment": AUGMENT,
