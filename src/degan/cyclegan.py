@@ -62,7 +62,7 @@ from .pruning import PRUNERS, Mask, add_masks, density, enforce_masks, get_mask,
 from .report.grid import save_grid
 from .train.callbacks import ProgressBar, StatsLogger
 from .train.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, prune_old, save_checkpoint
-from .train.loop import float_to_images, images_to_float
+from .train.loop import float_to_images, images_to_float, run_with_callbacks
 
 Log = Callable[[str], None]
 NETS = ("G_AB", "G_BA", "D_A", "D_B")
@@ -762,19 +762,7 @@ class CycleTrainer:
 
     def run(self) -> CycleState:
         """Train until ``total_kimg``; continues from ``state.cur_nimg`` after a resume."""
-        for cb in self.callbacks:
-            cb.on_train_start(self)
-        tick = time.perf_counter()
-        while self.state.cur_nimg < self.total_nimg:
-            stats = self.train_step()
-            now = time.perf_counter()
-            self.state.wall_seconds += now - tick
-            tick = now
-            for cb in self.callbacks:
-                cb.on_step_end(self, stats)
-        for cb in self.callbacks:
-            cb.on_train_end(self)
-        return self.state
+        return run_with_callbacks(self)
 
 
 class CycleSnapshot:

@@ -179,16 +179,27 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------------------------
     def run(self) -> TrainState:
         """Train until ``total_kimg``; resumes from ``state.cur_nimg`` if it is already > 0."""
-        for cb in self.callbacks:
-            cb.on_train_start(self)
-        tick = time.perf_counter()
-        while self.state.cur_nimg < self.total_nimg:
-            stats = self.train_step()
-            now = time.perf_counter()
-            self.state.wall_seconds += now - tick  # wall time includes the callbacks (snapshots, grids)
-            tick = now
-            for cb in self.callbacks:
-                cb.on_step_end(self, stats)
-        for cb in self.callbacks:
-            cb.on_train_end(self)
-        return self.state
+        return run_with_callbacks(self)
+
+
+def run_with_callbacks(trainer):
+    """Drive ``trainer`` until ``trainer.state.cur_nimg >= trainer.total_nimg``: ``on_train_start`` callbacks, then
+    ``train_step()`` + ``on_step_end`` per iteration, then ``on_train_end``; adds wall time (including the callbacks'
+    snapshots and grids) to ``trainer.state.wall_seconds``. Shared by :class:`Trainer` and the CycleGAN trainer.
+
+    Returns:
+        ``trainer.state``.
+    """
+    for cb in trainer.callbacks:
+        cb.on_train_start(trainer)
+    tick = time.perf_counter()
+    while trainer.state.cur_nimg < trainer.total_nimg:
+        stats = trainer.train_step()
+        now = time.perf_counter()
+        trainer.state.wall_seconds += now - tick
+        tick = now
+        for cb in trainer.callbacks:
+            cb.on_step_end(trainer, stats)
+    for cb in trainer.callbacks:
+        cb.on_train_end(trainer)
+    return trainer.state
