@@ -775,5 +775,59 @@ def cyclegan(dry_run: bool, outdir: str, config_file: str | None, sets: tuple, r
     click.echo(str(run.report))
 
 
+
+@main.command(context_settings=CONTEXT)
+@click.argument("claims", nargs=-1)
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="the shared CIFAR-10 subset (.../cifar10-subset/cifar10_prefix_subset.npz)  [default: $DEGAN_CLAIMS_DATA]")
+@click.option("--seeds", type=str, default="0-2", help="training seeds: 0-2, 0,1,2 or 5")
+@click.option("--outdir", type=click.Path(file_okay=False), default="runs/claims", help="run folders, logs, locks")
+@click.option("--results", type=click.Path(file_okay=False), default="docs/results/claims",
+              help="per-run JSON and per-claim summaries (commit them)")
+@click.option("--jobs", type=int, default=1, help="jobs at a time (each in its own process)")
+@click.option("--threads", type=int, default=1, help="torch threads per job; results repeat bit for bit only at the same count")
+@click.option("--list", "list_", is_flag=True, help="list the claims and their arms, then stop")
+@click.option("--summarize", is_flag=True, help="only rebuild the summaries and plots from the result files")
+@click.option("--table", is_flag=True, help="print the Markdown claims table of the summaries")
+@click.option("--readme", type=click.Path(dir_okay=False), default=None,
+              help="replace the claims table between the markers in this README")
+@click.option("--dry-run", is_flag=True, help="print the jobs that would run, then stop")
+@handle_errors
+def reproduce(claims: tuple, data: str | None, seeds: str, outdir: str, results: str, jobs: int, threads: int,
+              list_: bool, summarize: bool, table: bool, readme: str | None, dry_run: bool) -> None:
+    """Re-run the headline claims of the seed papers as arms x seeds (C1 DiffAugment, C2 tickets, C3 tickets +
+    AdvAug, C4 RG-GAN, C5 bf16; default: all) and write per-run JSON, a summary and a plot per claim, with mean,
+    95 % interval and paired differences. Finished runs are skipped; an interrupted one resumes."""
+    from .reproduce import Suite, claims_table, get_claims, summarize_claim, update_readme
+
+    chosen = get_claims(claims or ("all",))
+    seed_list = parse_seeds(seeds)
+    if list_:
+        for c in chosen:
+            click.echo(f"{c.name}: {c.title}  [{c.paper}]")
+            for a in c.arms:
+                click.echo(f"    {a.name:<18} {a.label}")
+        return
+    if summarize or table or readme:
+        summaries = [summarize_claim(c, results, seed_list) for c in chosen]
+        text = claims_table(summaries)
+        if table:
+            click.echo(text)
+        if readme:
+            update_readme(readme, text)
+            click.echo(f"updated the claims table in {readme}")
+        return
+    if jobs < 1:
+        raise DeganError(f"--jobs must be >= 1, got {jobs}")
+    data = data or os.environ.get("DEGAN_CLAIMS_DATA")
+    if not data:
+        raise DeganError("--data is required: the shared CIFAR-10 subset, e.g. "
+                         "--data ../shared/data/cifar10-subset/cifar10_prefix_subset.npz (or set $DEGAN_CLAIMS_DATA)")
+    suite = Suite(chosen, seed_list, data, outdir, results, threads=threads, log=click.echo)
+    failed = suite.run(workers=jobs, dry_run=dry_run)
+    if failed:
+        raise DeganError(f"{failed} job(s) failed; their logs are in {Path(outdir) / 'logs'}; re-run the same "
+                         "command to retry them (finished runs are kept)")
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -9,6 +9,7 @@ and trains again on the same limited data (the subset indices are drawn once per
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -65,8 +66,43 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def environment() -> dict:
-    """Library versions and platform facts recorded in every run folder."""
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def repeat_conditions(cfg: RunConfig | None = None) -> dict:
+    """What must be the same for a run to repeat bit for bit (docs/reproduce.md, "Determinism").
+
+    On one machine, the same command with the same torch build, thread count, world size, device and precision
+    gives bit-identical weights, stats and metrics (tested on CPU: tests/test_determinism.py). The thread count
+    changes how CPU kernels split their reductions; the world size changes the batch shards and the gradient
+    sums; CUDA/cuDNN kernels are not all deterministic (``cudnn_benchmark`` picks kernels by timing); another
+    ``--precision`` rounds differently; another CPU (instruction set) can pick other oneDNN kernels.
+    """
+    out = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+           "interop_threads": torch.get_num_interop_threads(), "world_size": ddp.world_size(),
+           "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "mkldnn": torch.backends.mkldnn.is_available(),
+           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+           "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+           "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+           "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+                   if k in os.environ}}
+    if cfg is not None:
+        out.update(device=cfg.train.device, precision=cfg.train.precision, seed=cfg.train.seed,
+                   subset_seed=cfg.data.subset_seed, eval_seed=cfg.eval.seed, channels_last=cfg.train.channels_last,
+                   compile=cfg.train.compile, cudnn_benchmark=cfg.train.cudnn_benchmark)
+    return out
+
+
+def environment(cfg: RunConfig | None = None) -> dict:
+    """Library versions and platform facts recorded in every run folder, with :func:`repeat_conditions`."""
     from importlib import metadata
 
     versions = {}
@@ -78,7 +114,8 @@ def environment() -> dict:
             versions[pkg] = None
     return {"degan": __version__, "python": platform.python_version(), "platform": platform.platform(),
             "packages": versions, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None, "argv": sys.argv}
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None, "argv": sys.argv,
+            "repeat": repeat_conditions(cfg)}
 
 
 def model_kwargs(cfg: RunConfig) -> dict:
@@ -252,7 +289,7 @@ def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) ->
                                 "balance": cfg.data.subset_balance, "num_images": n_total,
                                 "num_selected": int(len(indices)), "indices": indices.tolist()})
     write_text(run.config, dump_yaml(cfg))
-    write_json(run.env, environment())
+    write_json(run.env, environment(cfg))
     info = dict(data.info, num_selected=int(len(indices)))
     if data.labels is not None:
         info["class_counts_selected"] = np.bincount(data.labels[indices]).tolist()
