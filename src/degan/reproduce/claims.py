@@ -66,6 +66,9 @@ class Job:
         stages: ``{result id: stage folder name}`` this job writes (``level_0``, ``level_3_random_mask``).
         needs: job ids that must be finished first.
         parent: for ``branch`` jobs, the job whose run folder the branch is written into.
+        subdir: a folder under the suite's outdir for this job's run; needed where the run folder name (the
+            config hash) does not tell two jobs apart: ``train.precision`` is outside the hash, so that a run can
+            resume on another machine, and a bf16 run would otherwise share the fp32 run's folder.
     """
 
     id: str
@@ -75,6 +78,7 @@ class Job:
     needs: tuple[str, ...] = ()
     parent: str | None = None
     seed: int = 0
+    subdir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ def c4_rg_job(s: int) -> Job:
 def c5_bf16_job(s: int) -> Job:
     rid = f"c5-bf16-s{s}"
     return Job(rid, "train", (*_aug_args("diffaug"), "--seed", str(s), "--precision", "bf16"), {rid: "level_0"},
-               seed=s)
+               seed=s, subdir="bf16")
 
 
 # ----- the claims ------------------------------------------------------------------------------------------------

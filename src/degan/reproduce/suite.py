@@ -30,7 +30,7 @@ from typing import Callable
 
 from ..errors import DeganError
 from ..fileio import read_json, write_json
-from .claims import PRIMARY, SUITE_VERSION, Claim, Job, common_args, jobs_for
+from .claims import METRICS, PRIMARY, SUITE_VERSION, Claim, Job, common_args, jobs_for
 from .stats import REPRODUCED, mean_interval, paired_difference, verdict
 
 Log = Callable[[str], None]
@@ -99,8 +99,11 @@ class Suite:
     # ----- identities and paths -----
     def spec(self, job: Job, stage: str) -> dict:
         """What makes a result: the command with placeholders, the data content, the stage, the suite version."""
-        return {"command": job.command, "args": list(job.args), "stage": stage, "data_md5": self.data_md5,
+        spec = {"command": job.command, "args": list(job.args), "stage": stage, "data_md5": self.data_md5,
                 "suite_version": SUITE_VERSION, "threads": self.threads}
+        if job.subdir:
+            spec["subdir"] = job.subdir
+        return spec
 
     def spec_hash(self, job: Job, stage: str) -> str:
         blob = json.dumps(self.spec(job, stage), sort_keys=True).encode()
@@ -131,7 +134,8 @@ class Suite:
             args.append(self._fill(a))
         if job.command == "branch":
             return ["branch", *args]
-        return [job.command, "--data", str(self.data), "--outdir", str(self.outdir), *common_args(), *args]
+        outdir = self.outdir / job.subdir if job.subdir else self.outdir
+        return [job.command, "--data", str(self.data), "--outdir", str(outdir), *common_args(), *args]
 
     def _fill(self, arg: str) -> str:
         while "{run:" in arg:
@@ -155,8 +159,13 @@ class Suite:
         lines = [ln for ln in res.output.splitlines() if ln.startswith("# run folder: ")]
         if res.exit_code != 0 or not lines:
             raise DeganError(f"cannot resolve the run folder of {job_id}: {res.output.strip()[-500:]}")
-        self._folders[job_id] = Path(lines[-1][len("# run folder: "):])
-        return self._folders[job_id]
+        folder = Path(lines[-1][len("# run folder: "):])
+        other = [j for j, f in self._folders.items() if f == folder]
+        if other:  # two jobs in one run folder would resume each other's checkpoints
+            raise DeganError(f"jobs {other[0]} and {job_id} resolve to the same run folder {folder}; give one of "
+                             "them a subdir")
+        self._folders[job_id] = folder
+        return folder
 
     def stage_dir(self, job: Job, rid: str) -> Path:
         return self.folder(job.parent if job.command == "branch" else job.id) / job.stages[rid]
@@ -350,7 +359,7 @@ def summarize_claim(claim: Claim, results: str | Path, seeds: list[int] | None =
             if s not in rows:
                 missing.append(arm.result.format(s=s))
         entry: dict = {"label": arm.label, "results": {s: r["result"] for s, r in sorted(rows.items())}}
-        for name in ("kid1k_test", "fid1k_test"):
+        for name in (PRIMARY, *[m for m in METRICS if m != PRIMARY]):
             vals = {s: _metric(r, name) for s, r in rows.items() if _metric(r, name) is not None}
             if name == PRIMARY:
                 per_seed = vals
@@ -391,6 +400,7 @@ def summarize_claim(claim: Claim, results: str | Path, seeds: list[int] | None =
                    verdict=verdict(diff, t.expect, margin) if t.expect else None)
         tests.append(row)
     summary = {"claim": claim.name, "title": claim.title, "paper": claim.paper, "metric": PRIMARY,
+               "metrics": [PRIMARY, *[m for m in METRICS if m != PRIMARY]],
                "interval": "Student t 95 % over seeds; paired differences over shared seeds",
                "arms": arms, "tests": tests, "missing": missing,
                "compute_core_seconds": round(core_seconds, 1),
@@ -414,11 +424,13 @@ def plot_claim(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = [a for a in summary["arms"] if summary["arms"][a]["kid1k_test"].get("n")]
+    names = summary["metrics"]
+    arms = [a for a in summary["arms"] if summary["arms"][a][names[0]].get("n")]
     if not arms:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 0.9 * len(arms) + 3), 4.2), constrained_layout=True)
-    for ax, name in zip(axes, ("kid1k_test", "fid1k_test")):
+    fig, axes = plt.subplots(1, len(names), figsize=(max(6.0, 0.9 * len(arms) + 3), 4.2), constrained_layout=True,
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
         for i, arm in enumerate(arms):
             m = summary["arms"][arm][name]
             ys = list(m.get("per_seed", {}).values())
@@ -462,14 +474,15 @@ def claims_table(summaries: list[dict]) -> str:
     for s in summaries:
         for t in s["tests"]:
             arm, base = s["arms"].get(t["arm"], {}), s["arms"].get(t["baseline"], {})
+            metric = s.get("metric", PRIMARY)
             d = t.get("diff")
             diff = "—" if not d else (f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d.get("low") is not None
                                       else f"{d['mean']:+.4f} (1 seed)")
             v = t.get("verdict") or "reported"
             if t.get("expect") == "match" and d:
                 v += f" (margin {t['margin']:.4f})"
-            lines.append(f"| {s['claim']} | {t['statement']} | {t['arm']}: {_fmt(arm.get(PRIMARY))} | "
-                         f"{t['baseline']}: {_fmt(base.get(PRIMARY))} | {diff} | {v} |")
+            lines.append(f"| {s['claim']} | {t['statement']} | {t['arm']}: {_fmt(arm.get(metric))} | "
+                         f"{t['baseline']}: {_fmt(base.get(metric))} | {diff} | {v} |")
     missing = [m for s in summaries for m in s.get("missing", [])]
     if missing:
         lines += ["", f"Runs not finished yet ({len(missing)}): " + ", ".join(missing[:40])
