@@ -38,8 +38,12 @@ def test_copies_of_training_images_are_flagged_at_distance_zero():
     rep = memorization_report(fakes, reals, ProjectionFeatures(3 * 64))
     assert rep["copying"] and not rep["collapse"] and "copy the training set" in rep["warnings"][0]
     assert set(rep["spaces"]) == {"pixel_l1", "pixel_l2", "inception"}
-    for s in rep["spaces"].values():
-        assert s["nn_distance_mean"] == 0.0 and s["nn_distance_min"] == 0.0 and s["copy_fraction"] == 1.0
+    for name, s in rep["spaces"].items():
+        if name.startswith("pixel"):  # exact distances of identical pixels
+            assert s["nn_distance_mean"] == 0.0 and s["nn_distance_min"] == 0.0
+        else:  # features of a copy come from another batch: float32 kernels may round differently per batch size
+            assert s["nn_distance_mean"] <= 1e-4 * s["real_nn_distance_median"]
+        assert s["copy_fraction"] == 1.0
         assert s["nearest_index"] == [3, 7, 11, 19, 23, 31]
         assert s["real_nn_distance_median"] > 0
 
