@@ -213,7 +213,7 @@ def run_branch(exp: Experiment, k: int, kind: str, *, seed: int | None = None, d
             trained = final_state(exp.run.level(k))
             start = {"G": trained["G"], "D": trained["D"]}
         info.update(transfer_data=str(data), transfer_init=init, source_data=exp.cfg.data.source)
-    return run_stage(run_exp, stage, start, masks, resume=resume, progress=progress, extra_info=info)
+    return run_stage(run_exp, stage, start, masks, resume=resume, progress=progress, extra_info=info, role="branch")
 
 
 def branch_of(path: str | Path) -> tuple[Experiment, int]:

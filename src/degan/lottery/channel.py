@@ -38,8 +38,6 @@ from ..errors import DeganError
 from ..fileio import read_json, write_json
 from ..pruning import add_masks, set_mask
 from ..pruning.slimming import (
-    GeneratorDistillation,
-    SlimmingProximal,
     build_compact_generator,
     compact_generator,
     count_params,
@@ -134,11 +132,11 @@ def run_channel_branch(exp: Experiment, level_stage: StageLayout, *, rho: float 
 
     # (a) the slimming stage: L_GAN + distillation, proximal L1 on the BatchNorm scales of G
     if not slim.is_done():
+        from ..train.techniques import Slimming
+
         teacher = load_generator(level_stage, exp.device)
-        wrap = ((lambda objective, state: GeneratorDistillation(objective, teacher, distill_weight))
-                if distill_weight > 0 else None)
         run_stage(_with_kimg(exp, slim_kimg, metrics="none"), slim, start, masks, resume=resume, progress=progress,
-                  wrap_objective=wrap, callbacks=lambda state: [SlimmingProximal(rho)],
+                  techniques=[Slimming(rho, teacher, distill_weight)], role="branch",
                   extra_info={**base, "branch": "slim", **options, "teacher": level_stage.root.name})
 
     # (b) channel selection from the slimmed raw G (the proximal step makes exact zeros there, not in G_ema)
@@ -186,6 +184,7 @@ def run_channel_branch(exp: Experiment, level_stage: StageLayout, *, rho: float 
         return G, D
 
     return run_stage(exp, chan, init_c, masks_c, resume=resume, progress=progress, extra_info=info, build=build,
+                     role="branch",
                      generator_meta={"kept_channels": kept, "compact": True})
 
 

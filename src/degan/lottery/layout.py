@@ -3,7 +3,8 @@
 ```
 <outdir>/<kind>-<model>-<data>-<hash>/     one run (hash of the non-default training config)
     config.yaml          resolved config, written before training
-    env.json             library versions, platform, command line
+    env.json             library versions, platform, command line, and what a bit-identical repeat needs
+                         ("repeat": threads, world size, CPU, device, precision, seeds; docs/reproduce.md)
     data.json            what was loaded: source, format, counts, skipped files, resize/channel policy
     subset.json          the limited-data indices, reused by every stage
     init.pt              theta_0 / phi_0: the initial weights every level rewinds to

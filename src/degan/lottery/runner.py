@@ -30,7 +30,7 @@ from ..data import dataset_id, load_dataset, select_subset
 from ..costs import FlopsMeter
 from ..errors import CheckpointError, DeganError, TrainingDivergedError
 from ..fileio import append_jsonl, atomic_path, read_json, write_json, write_text
-from ..losses import DistillationObjective, GANObjective
+from ..losses import GANObjective
 from ..models import create_model
 from ..pruning import PRUNERS, Mask, add_masks, density, get_mask, layer_density, ones_like_mask, set_mask
 from ..report.grid import save_grid
@@ -38,7 +38,9 @@ from ..train.callbacks import ProgressBar, Snapshot, StatsLogger
 from ..train.checkpoint import latest_checkpoint, load_checkpoint
 from ..train.loop import Callback, Trainer, float_to_images, images_to_float
 from ..train import distributed as ddp
-from ..train.precision import Precision, apply_speed_options, check_resume
+from ..train.precision import apply_speed_options
+from ..train.technique import (CALLBACK_ORDER, StageContext, Technique, build_techniques, make_stage_state,
+                               ordered_callbacks, wrap_objective)
 from ..train.state import TrainState, make_state
 from .layout import RunLayout, StageLayout, run_folder_name
 
@@ -456,29 +458,6 @@ def _restore_from(exp: Experiment, init: dict, masks: dict[str, Mask], build: Bu
     return G.to(exp.device), D.to(exp.device)
 
 
-def make_objective(cfg: RunConfig, augment) -> GANObjective:
-    """The objective the loop minimises: plain adversarial loss, or with AdvAug feature perturbations."""
-    if not cfg.advaug.enabled:
-        return GANObjective(cfg.train.loss, augment)
-    from ..augment.advaug import AdvAugObjective, AdvAugSettings
-
-    settings = AdvAugSettings(**to_dict(cfg.advaug))
-    return AdvAugObjective(cfg.train.loss, augment, settings, resolution=cfg.data.resolution)
-
-
-def ada_and_lecam(cfg: RunConfig, augment) -> tuple:
-    """``(ADAController | None, LeCam | None)`` of a stage: the ADA p controller when ``augment`` is an ADA pipeline
-    (adaptive or fixed p; it logs p and r_t either way), the LeCam state when ``lecam.enabled``. Both go into
-    ``TrainState.extras`` (checkpointed) and wrap the objective in :func:`run_stage`; every stage starts at p = 0."""
-    from ..augment.ada import AdaAugment, ADAController
-    from ..augment.lecam import LeCam
-
-    ada = ADAController(augment) if isinstance(augment, AdaAugment) else None
-    lc = cfg.lecam
-    lecam = LeCam(weight=lc.weight, decay=lc.decay, start_step=lc.start_step) if lc.enabled else None
-    return ada, lecam
-
-
 def _checkpoint_meta(exp: Experiment, stage: StageLayout) -> dict:
     return {"config": to_dict(exp.cfg), "stage": stage.root.name, "degan_version": __version__,
             "subset_indices": torch.from_numpy(exp.indices.copy())}
@@ -498,9 +477,13 @@ def final_state(stage: StageLayout, map_location: str = "cpu") -> dict:
 
 def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, Mask], *, resume: bool = False,
               progress: bool = True, extra_info: dict | None = None, build: Builder | None = None,
-              wrap_objective: Callable[[GANObjective, TrainState], GANObjective] | None = None,
-              callbacks: Callable[[TrainState], list] | None = None, generator_meta: dict | None = None) -> dict:
+              techniques: list[Technique] | None = None, role: str = "train",
+              generator_meta: dict | None = None) -> dict:
     """Train one stage from ``init`` under ``masks``, evaluate it and write ``done.json``; skip it if done.
+
+    Everything beyond plain adversarial training (augmentation controllers, regularisers, RG-GAN, AdvAug, KD,
+    precision, the D monitor, TensorBoard) is a technique (:mod:`degan.train.technique`): every registered one is
+    built from the config and the stage, and none is named here.
 
     Args:
         exp: the prepared experiment.
@@ -511,8 +494,8 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         progress: show a progress bar.
         extra_info: merged into ``done.json``.
         build: builds fresh (G, D) for this stage (e.g. a channel-pruned G); default :func:`build_networks`.
-        wrap_objective: ``fn(objective, state) -> objective`` adding loss terms (KD, regularisers).
-        callbacks: ``fn(state) -> [Callback]`` run after each iteration, before the stats logger.
+        techniques: stage-specific technique instances added to the registered ones (e.g. slimming).
+        role: ``"level"`` (an IMP level), ``"train"`` or ``"branch"``; techniques may depend on it (KD, rewinding).
         generator_meta: merged into ``generator.json`` (how to rebuild a non-standard G).
 
     Returns:
@@ -530,41 +513,23 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     G, D = _restore_from(exp, init, masks, build)
     opt_kw = dict(lr_G=cfg.optim.lr_G, lr_D=cfg.optim.lr_D, betas=(cfg.optim.beta1, cfg.optim.beta2),
                   eps=cfg.optim.eps, seed=cfg.train.seed)
-    dynamic = None
-    if cfg.dynamic.enabled:
-        from ..train.regen import make_dynamic_state
-
-        state = make_dynamic_state(G, D, threshold_lr=cfg.dynamic.threshold_lr, **opt_kw)
-        dynamic = _dynamic_callback(exp, stage)
-        state.extras["dynamic"] = dynamic
-    else:
-        state = make_state(G, D, **opt_kw)
-    extra_callbacks = callbacks(state) if callbacks is not None else []  # may register state.extras
-    if dynamic is not None:
-        extra_callbacks = [dynamic, *extra_callbacks]
     augment = build_augment(cfg.train.augment)
-    ada, lecam = ada_and_lecam(cfg, augment)  # their state is checkpointed: registered before a resume loads it
-    if ada is not None:
-        state.extras["ada"] = ada
-        extra_callbacks.append(ada)
-    if lecam is not None:
-        state.extras["lecam"] = lecam
-    r1 = None
-    if cfg.r1.gamma > 0:  # R1 on reals, lazy (degan.train.r1); its D-step counter is checkpointed
-        from ..train.r1 import R1
-
-        r1 = state.extras["r1"] = R1(cfg.r1.gamma, cfg.r1.interval)
+    ctx = StageContext(exp, stage, augment=augment, role=role)
+    techniques = build_techniques(ctx, techniques)
+    state = make_stage_state(techniques, G, D, opt_kw, make_state)
+    for t in techniques:  # checkpointed technique state is registered before a resume loads it
+        t.setup(state)
     meter = FlopsMeter()
     state.extras["flops"] = meter
-    precision = Precision(cfg.train.precision, exp.device)  # checkpointed: a resume checks the precision
-    state.extras["precision"] = precision
     ckpt = latest_checkpoint(stage.checkpoints)
     if ckpt is not None:
         if not resume:
             raise DeganError(f"{stage.root} has an unfinished training (checkpoint {ckpt.name}); pass "
                              "--resume latest to continue it, or use another --outdir to start over")
         saved = load_checkpoint(ckpt, "cpu")["state"]
-        check_resume(saved, precision.mode, force=exp.force)
+        for t in techniques:
+            if hasattr(t, "before_resume"):
+                t.before_resume(saved)
         state.load_state_dict(saved)
         exp.log(f"[degan] resuming {stage.root.name} from {ckpt.name} at kimg {state.kimg:.1f}")
     apply_speed_options(state, channels_last=cfg.train.channels_last, adam=cfg.train.adam,
@@ -580,41 +545,25 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     reals = exp.images[torch.randint(0, exp.images.shape[0], (64,), generator=preview)]
     save_grid(reals, stage.samples / "reals.png", upscale=2)
     if augment is not None:
-        show = augment.with_p(0.5 if augment.adaptive else augment.p) if ada is not None else augment
+        show = augment.with_p(0.5 if augment.adaptive else augment.p) if hasattr(augment, "with_p") else augment
         aug = show(images_to_float(reals), generator=preview)
         save_grid(float_to_images(aug.clamp(-1, 1)), stage.samples / "reals_aug.png", upscale=2)
 
     grid_z, grid_c, grid_nrow = grid_inputs(G, cfg.eval.seed + 1)  # conditional: one row per class
+    ctx.info.update(grid_z=grid_z, grid_c=grid_c)
     snapshot = Snapshot(stage.checkpoints, stage.samples, cfg.train.snap_kimg, _checkpoint_meta(exp, stage),
                         grid_z, keep=cfg.train.keep_checkpoints, grid_c=grid_c, nrow=grid_nrow)
-    static_density = (lambda: {"density_G": dens["G"], "density_D": dens["D"]}) if dynamic is None else None
-    callbacks = [*extra_callbacks, meter, StatsLogger(stage.stats, cfg.train.log_kimg, extra=static_density), snapshot]
-    monitor = None
-    if cfg.eval.monitor_every_kimg is not None:  # D accuracy on training vs held-out reals (degan.train.monitor)
-        from ..train.monitor import overfitting_monitor
-
-        monitor = overfitting_monitor(exp, stage, cfg.eval.monitor_every_kimg, cfg.eval.monitor_num)
-        callbacks.append(monitor)
-    if cfg.eval.tensorboard:
-        from ..report.tensorboard import TensorBoardLogger
-
-        callbacks.append(TensorBoardLogger(stage.tensorboard, cfg.train.log_kimg, cfg.train.snap_kimg, grid_z, monitor,
-                                           grid_c=grid_c))
+    dynamic_density = any(getattr(t, "changes_density", False) for t in techniques)
+    static_density = (lambda: {"density_G": dens["G"], "density_D": dens["D"]}) if not dynamic_density else None
+    entries = [(CALLBACK_ORDER["flops"], meter),
+               (CALLBACK_ORDER["stats"], StatsLogger(stage.stats, cfg.train.log_kimg, extra=static_density)),
+               (CALLBACK_ORDER["snapshot"], snapshot)]
     if progress:
-        callbacks.insert(0, ProgressBar(desc=stage.root.name))
-    callbacks = ddp.stage_callbacks([precision, *callbacks])  # DDP: sync first; file writers on rank 0 only
-    objective = make_objective(cfg, augment)
-    if lecam is not None:
-        objective = lecam.wrap(objective, step_fn=lambda: state.step)
-    if r1 is not None:
-        objective = r1.wrap(objective)
-    if ada is not None:
-        objective = ada.wrap(objective)
-    if dynamic is not None:
-        objective = dynamic.wrap(objective)
-    if wrap_objective is not None:
-        objective = wrap_objective(objective, state)
-    objective = precision.wrap(objective)  # fp16 loss scaling (outermost: scales the final loss)
+        entries.append((CALLBACK_ORDER["progress"], ProgressBar(desc=stage.root.name)))
+    for t in sorted(techniques, key=lambda t: t.callback_order):
+        entries += [(t.callback_order, cb) for cb in t.callbacks(state)]
+    callbacks = ddp.stage_callbacks(ordered_callbacks(entries))  # DDP: sync first; file writers on rank 0 only
+    objective = wrap_objective(techniques, GANObjective(cfg.train.loss, augment), state)
     trainer = Trainer(state, exp.images, objective, total_kimg=cfg.train.total_kimg,
                       batch_D=ddp.per_rank_batch(cfg.train.batch_D, "train.batch_D"),
                       batch_G=ddp.per_rank_batch(cfg.train.batch_G, "train.batch_G"), n_dis=cfg.train.n_dis,
@@ -630,9 +579,10 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         raise DeganError(f"interrupted; {stage.root.name} can continue from {latest_checkpoint(stage.checkpoints)} "
                          "with --resume latest") from None
 
-    # portable generator: safetensors + JSON config
-    if dynamic is not None:
-        dens = _save_dynamic_result(exp, stage, state, dynamic)
+    # portable generator: safetensors + JSON config (a technique that writes its own generators returns densities)
+    finished = [d for t in techniques if (d := t.finish(state)) is not None]
+    if finished:
+        dens = finished[-1]
     else:
         save_G_ema(stage, state.G_ema, exp.cfg, generator_meta)
 
@@ -640,22 +590,8 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
                "sparsity_G": 1 - dens["G"], "sparsity_D": 1 - dens["D"], "kimg": state.kimg, "step": state.step,
                "real_images_shown": state.cur_nimg, "train_seconds": round(state.wall_seconds, 2),
                "costs": {k: v for k, v in meter.summary().items() if k != "layers"}}
-    if ada is not None:
-        from ..augment.ada import plot_ada
-
-        plot_ada(stage.stats, stage.root / "ada_p.png", target=ada.target if ada.adaptive else None)
-        summary["ada"] = {"spec": augment.spec, "adaptive": ada.adaptive, "p_final": ada.p, "r_t_last": ada.last_rt,
-                          "p_updates": ada.updates}
-    if lecam is not None:
-        summary["lecam"] = {"weight": lecam.weight, "decay": lecam.decay, "start_step": lecam.start_step,
-                            "alpha_R": lecam.alpha_R, "alpha_F": lecam.alpha_F}
-    if dynamic is not None:
-        from ..train.regen import _opt_summary
-
-        summary.update(variant="RG", dynamic={
-            "events": dynamic.events, "fids": dynamic.fids, "dense_phase_at_end": dynamic.dense,
-            "output": cfg.dynamic.output, "settings": to_dict(cfg.dynamic),
-            "optimizer_G": _opt_summary(state.opt_G), "optimizer_D": _opt_summary(state.opt_D)})
+    for t in techniques:
+        summary.update(t.summary(state))
     metrics = parse_metrics(cfg.eval.metrics)
     if metrics and ddp.is_main():  # metrics on rank 0 only (G_ema is the same on every rank)
         t0 = time.perf_counter()
@@ -920,22 +856,16 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
     init = initial_weights(exp)
     masks = dense_masks(cfg)
     variant = variant_name(cfg.prune)
-    kind, value = parse_rewind(cfg.prune.rewind)
     for k in range(cfg.prune.levels + 1):
         stage = exp.run.level(k)
-        if k == 0:
-            extra = (lambda state: [RewindPoint(rewind_path(exp), kind, value)]) if kind != "init" else None
-            run_stage(exp, stage, init, masks, resume=resume, progress=progress, callbacks=extra,
+        if k == 0:  # late rewinding saves its point during the dense level (a technique)
+            run_stage(exp, stage, init, masks, resume=resume, progress=progress, role="level",
                       extra_info={"variant": variant, "branch": None})
             continue
         masks = load_masks(stage.masks) if stage.masks.is_file() else next_masks(exp, k, masks)
-        wrap = None
-        if cfg.prune.kd_weight > 0 and not stage.is_done():
-            teacher = dense_teacher(exp)
-            wrap = lambda objective, state, t=teacher: DistillationObjective(objective, t, cfg.prune.kd_weight)  # noqa: E731
-        run_stage(exp, stage, level_start(exp, init), masks, resume=resume, progress=progress,
-                  wrap_objective=wrap, extra_info={"variant": variant, "branch": None,
-                                                   "rewind": cfg.prune.rewind, "d_reset": cfg.prune.d_reset})
+        run_stage(exp, stage, level_start(exp, init), masks, resume=resume, progress=progress, role="level",
+                  extra_info={"variant": variant, "branch": None, "rewind": cfg.prune.rewind,
+                              "d_reset": cfg.prune.d_reset})
     if branches:
         from .branches import run_branch
 

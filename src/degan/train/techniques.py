@@ -1,0 +1,339 @@
+"""The built-in techniques of a training stage, each a :class:`~degan.train.technique.Technique` registered with
+:func:`~degan.train.technique.register_technique` (one factory per technique; None when it is off).
+
+=============  ========================================================  =====  ==========
+technique      enabled by                                                order  callback
+=============  ========================================================  =====  ==========
+advaug         ``advaug.enabled`` (replaces the adversarial objective)     0      -
+lecam          ``lecam.enabled``                                          10      -
+r1             ``r1.gamma > 0``                                           20      -
+ada            an ADA ``train.augment`` pipeline                          30      30
+dynamic        ``dynamic.enabled`` (RG-GAN; builds the train state)       40      10
+kd             IMP levels >= 1 with ``prune.kd_weight > 0``               50      -
+rewind         level 0 of a ticket run with late rewinding                 -      20
+precision      always (fp32 / bf16 / fp16 autocast, loss scaling)        100       0
+monitor        ``eval.monitor_every_kimg`` (D overfitting monitor)         -      70
+tensorboard    ``eval.tensorboard``                                        -      80
+=============  ========================================================  =====  ==========
+
+Stage-specific techniques built by their callers: :class:`Slimming` (the slimming stage of a channel ticket).
+The order numbers reproduce the historical wiring exactly, so training is bit-identical to it.
+"""
+
+from __future__ import annotations
+
+from ..config import to_dict
+from .technique import CALLBACK_ORDER, ORDER, StageContext, Technique, register_technique
+
+
+# ----- objective terms -------------------------------------------------------------------------------------------
+
+class AdvAug(Technique):
+    """AdvAug (Chen et al., NeurIPS 2021, arXiv:2103.00397): the adversarial objective with PGD feature
+    perturbations of G and D (:class:`degan.augment.advaug.AdvAugObjective`), replacing the plain one."""
+
+    name, order = "advaug", 0
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.cfg, self.augment = ctx.cfg, ctx.augment
+
+    def wrap(self, objective, state):
+        from ..augment.advaug import AdvAugObjective, AdvAugSettings
+
+        settings = AdvAugSettings(**to_dict(self.cfg.advaug))
+        return AdvAugObjective(self.cfg.train.loss, self.augment, settings, resolution=self.cfg.data.resolution)
+
+
+@register_technique("advaug")
+def _advaug(ctx: StageContext):
+    return AdvAug(ctx) if ctx.cfg.advaug.enabled else None
+
+
+class LeCamTechnique(Technique):
+    """LeCam regulariser (Tseng et al., CVPR 2021); its EMAs are checkpointed (``state.extras["lecam"]``)."""
+
+    name, order = "lecam", ORDER["lecam"]
+
+    def __init__(self, ctx: StageContext) -> None:
+        from ..augment.lecam import LeCam
+
+        lc = ctx.cfg.lecam
+        self.lecam = LeCam(weight=lc.weight, decay=lc.decay, start_step=lc.start_step)
+
+    def setup(self, state) -> None:
+        state.extras["lecam"] = self.lecam
+
+    def wrap(self, objective, state):
+        return self.lecam.wrap(objective, step_fn=lambda: state.step)
+
+    def summary(self, state) -> dict:
+        lc = self.lecam
+        return {"lecam": {"weight": lc.weight, "decay": lc.decay, "start_step": lc.start_step,
+                          "alpha_R": lc.alpha_R, "alpha_F": lc.alpha_F}}
+
+
+@register_technique("lecam")
+def _lecam(ctx: StageContext):
+    return LeCamTechnique(ctx) if ctx.cfg.lecam.enabled else None
+
+
+class R1Technique(Technique):
+    """R1 on the un-augmented reals, lazy (:mod:`degan.train.r1`); its D-step counter is checkpointed."""
+
+    name, order = "r1", ORDER["r1"]
+
+    def __init__(self, ctx: StageContext) -> None:
+        from .r1 import R1
+
+        self.r1 = R1(ctx.cfg.r1.gamma, ctx.cfg.r1.interval)
+
+    def setup(self, state) -> None:
+        state.extras["r1"] = self.r1
+
+    def wrap(self, objective, state):
+        return self.r1.wrap(objective)
+
+
+@register_technique("r1")
+def _r1(ctx: StageContext):
+    return R1Technique(ctx) if ctx.cfg.r1.gamma > 0 else None
+
+
+class ADATechnique(Technique):
+    """ADA's adaptive p controller (Karras et al., NeurIPS 2020): p and its accumulators are checkpointed; it logs
+    p and r_t for fixed p too, and writes ``ada_p.png`` after training."""
+
+    name, order, callback_order = "ada", ORDER["ada"], CALLBACK_ORDER["ada"]
+
+    def __init__(self, ctx: StageContext) -> None:
+        from ..augment.ada import ADAController
+
+        self.augment, self.stage = ctx.augment, ctx.stage
+        self.ada = ADAController(ctx.augment)
+
+    def setup(self, state) -> None:
+        state.extras["ada"] = self.ada
+
+    def callbacks(self, state) -> list:
+        return [self.ada]
+
+    def wrap(self, objective, state):
+        return self.ada.wrap(objective)
+
+    def finish(self, state):
+        from ..augment.ada import plot_ada
+
+        plot_ada(self.stage.stats, self.stage.root / "ada_p.png", target=self.ada.target if self.ada.adaptive else None)
+        return None
+
+    def summary(self, state) -> dict:
+        a = self.ada
+        return {"ada": {"spec": self.augment.spec, "adaptive": a.adaptive, "p_final": a.p, "r_t_last": a.last_rt,
+                        "p_updates": a.updates}}
+
+
+@register_technique("ada")
+def _ada(ctx: StageContext):
+    from ..augment.ada import AdaAugment
+
+    return ADATechnique(ctx) if isinstance(ctx.augment, AdaAugment) else None
+
+
+class KnowledgeDistillation(Technique):
+    """IMP_GD^KD (GAN-LTH §3): KL from the frozen dense trained D added to L_D (:class:`degan.losses.
+    DistillationObjective`)."""
+
+    name, order = "kd", ORDER["kd"]
+
+    def __init__(self, teacher, weight: float) -> None:
+        self.teacher, self.weight = teacher, weight
+
+    def wrap(self, objective, state):
+        from ..losses import DistillationObjective
+
+        return DistillationObjective(objective, self.teacher, self.weight)
+
+
+@register_technique("kd")
+def _kd(ctx: StageContext):
+    if ctx.role != "level" or ctx.stage.level < 1 or ctx.cfg.prune.kd_weight <= 0 or ctx.stage.is_done():
+        return None
+    from ..lottery.runner import dense_teacher
+
+    return KnowledgeDistillation(dense_teacher(ctx.exp), ctx.cfg.prune.kd_weight)
+
+
+class Slimming(Technique):
+    """The slimming stage of a channel ticket (GAN-LTH Algorithm 2): the proximal L1 step on G's BatchNorm scales
+    after each update and the distillation ``mean((G(z) - G_dense(z))^2)`` to the dense G (weight
+    ``distill_weight``; 0 = none). Built by :func:`degan.lottery.channel.run_channel_ticket`."""
+
+    name, order, callback_order = "slimming", ORDER["distill"], CALLBACK_ORDER["slimming"]
+
+    def __init__(self, rho: float, teacher=None, distill_weight: float = 0.0) -> None:
+        self.rho, self.teacher, self.distill_weight = rho, teacher, distill_weight
+
+    def callbacks(self, state) -> list:
+        from ..pruning.slimming import SlimmingProximal
+
+        return [SlimmingProximal(self.rho)]
+
+    def wrap(self, objective, state):
+        if self.distill_weight <= 0:
+            return objective
+        from ..pruning.slimming import GeneratorDistillation
+
+        return GeneratorDistillation(objective, self.teacher, self.distill_weight)
+
+
+# ----- state, precision, logging -----------------------------------------------------------------------------------
+
+class DynamicPruningTechnique(Technique):
+    """RG-GAN (Saxena et al., AAAI 2024): dynamic masks with learned thresholds, the sparsity regulariser and
+    regeneration (:mod:`degan.train.regen`). Builds the train state (threshold parameter groups), writes Sparse_RG /
+    Dense_RG generators itself and reports the final densities."""
+
+    name, order, callback_order = "dynamic", ORDER["dynamic"], CALLBACK_ORDER["dynamic"]
+    changes_density = True
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.exp, self.stage = ctx.exp, ctx.stage
+        self.cb = None
+
+    def make_state(self, G, D, opt_kw: dict):
+        from ..lottery.runner import _dynamic_callback
+        from .regen import make_dynamic_state
+
+        state = make_dynamic_state(G, D, threshold_lr=self.exp.cfg.dynamic.threshold_lr, **opt_kw)
+        self.cb = _dynamic_callback(self.exp, self.stage)
+        return state
+
+    def setup(self, state) -> None:
+        state.extras["dynamic"] = self.cb
+
+    def callbacks(self, state) -> list:
+        return [self.cb]
+
+    def wrap(self, objective, state):
+        return self.cb.wrap(objective)
+
+    def finish(self, state):
+        from ..lottery.runner import _save_dynamic_result
+
+        return _save_dynamic_result(self.exp, self.stage, state, self.cb)
+
+    def summary(self, state) -> dict:
+        from .regen import _opt_summary
+
+        d = self.cb
+        return {"variant": "RG", "dynamic": {
+            "events": d.events, "fids": d.fids, "dense_phase_at_end": d.dense, "output": self.exp.cfg.dynamic.output,
+            "settings": to_dict(self.exp.cfg.dynamic), "optimizer_G": _opt_summary(state.opt_G),
+            "optimizer_D": _opt_summary(state.opt_D)}}
+
+
+@register_technique("dynamic")
+def _dynamic(ctx: StageContext):
+    return DynamicPruningTechnique(ctx) if ctx.cfg.dynamic.enabled else None
+
+
+class RewindPointTechnique(Technique):
+    """Late rewinding (GAN-LTH §3): saves the dense run's G, D and G_ema at the rewind point (``rewind.pt``)."""
+
+    name, callback_order = "rewind", CALLBACK_ORDER["rewind"]
+
+    def __init__(self, ctx: StageContext, kind: str, value) -> None:
+        self.exp, self.kind, self.value = ctx.exp, kind, value
+
+    def callbacks(self, state) -> list:
+        from ..lottery.runner import RewindPoint, rewind_path
+
+        return [RewindPoint(rewind_path(self.exp), self.kind, self.value)]
+
+
+@register_technique("rewind")
+def _rewind(ctx: StageContext):
+    from ..config import parse_rewind
+
+    if ctx.role != "level" or ctx.stage.level != 0 or ctx.stage.branch is not None:
+        return None
+    kind, value = parse_rewind(ctx.cfg.prune.rewind)
+    return RewindPointTechnique(ctx, kind, value) if kind != "init" else None
+
+
+class PrecisionTechnique(Technique):
+    """``--precision fp32|bf16|fp16`` (:mod:`degan.train.precision`): autocast, fp16 loss scaling (the outermost
+    objective wrapper), the mode checkpointed; resuming in another precision is refused unless ``--force``."""
+
+    name, order, callback_order = "precision", ORDER["precision"], CALLBACK_ORDER["precision"]
+
+    def __init__(self, ctx: StageContext) -> None:
+        from .precision import Precision
+
+        self.force = getattr(ctx.exp, "force", False)
+        self.precision = Precision(ctx.cfg.train.precision, ctx.exp.device)
+
+    def setup(self, state) -> None:
+        state.extras["precision"] = self.precision
+
+    def before_resume(self, saved: dict) -> None:
+        from .precision import check_resume
+
+        check_resume(saved, self.precision.mode, force=self.force)
+
+    def callbacks(self, state) -> list:
+        return [self.precision]
+
+    def wrap(self, objective, state):
+        return self.precision.wrap(objective)
+
+
+@register_technique("precision")
+def _precision(ctx: StageContext):
+    return PrecisionTechnique(ctx)
+
+
+class MonitorTechnique(Technique):
+    """The D overfitting monitor (:mod:`degan.train.monitor`): D's accuracy on training vs held-out reals."""
+
+    name, callback_order = "monitor", CALLBACK_ORDER["monitor"]
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx, self.monitor = ctx, None
+        ctx.info["monitor_technique"] = self
+
+    def callbacks(self, state) -> list:
+        from .monitor import overfitting_monitor
+
+        cfg = self.ctx.cfg
+        self.monitor = overfitting_monitor(self.ctx.exp, self.ctx.stage, cfg.eval.monitor_every_kimg,
+                                           cfg.eval.monitor_num)
+        return [self.monitor]
+
+
+@register_technique("monitor")
+def _monitor(ctx: StageContext):
+    return MonitorTechnique(ctx) if ctx.cfg.eval.monitor_every_kimg is not None else None
+
+
+class TensorBoardTechnique(Technique):
+    """TensorBoard event files beside the JSONL logs (:mod:`degan.report.tensorboard`), with the monitor's
+    accuracies when the monitor is on."""
+
+    name, callback_order = "tensorboard", CALLBACK_ORDER["tensorboard"]
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+
+    def callbacks(self, state) -> list:
+        from ..report.tensorboard import TensorBoardLogger
+
+        cfg, info = self.ctx.cfg, self.ctx.info
+        mon = info.get("monitor_technique")
+        return [TensorBoardLogger(self.ctx.stage.tensorboard, cfg.train.log_kimg, cfg.train.snap_kimg,
+                                  info["grid_z"], mon.monitor if mon is not None else None, grid_c=info.get("grid_c"))]
+
+
+@register_technique("tensorboard")
+def _tensorboard(ctx: StageContext):
+    return TensorBoardTechnique(ctx) if ctx.cfg.eval.tensorboard else None
