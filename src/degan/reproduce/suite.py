@@ -255,7 +255,9 @@ class Suite:
             except BlockingIOError:
                 self.log(f"[reproduce] {job.id} is running in another process; waiting for it")
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                return self.job_finished(job)
+                if self.job_finished(job):
+                    return True
+                self.log(f"[reproduce] {job.id} did not finish in the other process; running it here")
             self.log(f"[reproduce] start {job.id}: degan {' '.join(argv[3:])}")
             t0 = time.time()
             with open(self.outdir / "logs" / f"{job.id}.log", "a") as out:
