@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from degan.cli import main
+from degan.cli import dry_run_folder, main
 from degan.reproduce import CLAIMS, get_claims, jobs_for, mean_interval, paired_difference, t_quantile, verdict
 from degan.reproduce import claims as claims_mod
 from degan.reproduce import suite as suite_mod
@@ -134,7 +134,8 @@ def test_tiny_suite_end_to_end_is_idempotent(tmp_path, tiny_npz, monkeypatch):
     monkeypatch.setenv("DEGAN_CACHE", str(tmp_path / "cache"))
     results, outdir = tmp_path / "results", tmp_path / "runs"
     logs = []
-    s = suite_mod.Suite(get_claims(["C5"]), [0, 1], tiny_npz, outdir, results, threads=1, log=logs.append)
+    s = suite_mod.Suite(get_claims(["C5"]), [0, 1], tiny_npz, outdir, results, threads=1, log=logs.append,
+                       resolve_folder=dry_run_folder)
     assert [j.id for j in s.plan()] == ["c1-n5085-diffaug-s0", "c5-bf16-s0", "c1-n5085-diffaug-s1", "c5-bf16-s1"]
     assert s.run(workers=2) == 0, "\n".join(logs)
     files = sorted(p.name for p in (results / "runs").glob("*.json"))
@@ -145,7 +146,8 @@ def test_tiny_suite_end_to_end_is_idempotent(tmp_path, tiny_npz, monkeypatch):
     assert r["provenance"]["repeat"]["precision"] == "bf16"
 
     # idempotent: nothing left to run; a deleted result file is rebuilt from the run folder without training
-    s2 = suite_mod.Suite(get_claims(["C5"]), [0, 1], tiny_npz, outdir, results, threads=1, log=logs.append)
+    s2 = suite_mod.Suite(get_claims(["C5"]), [0, 1], tiny_npz, outdir, results, threads=1, log=logs.append,
+                        resolve_folder=dry_run_folder)
     assert s2.plan() == []
     (results / "runs" / "c5-bf16-s0.json").unlink()
     logs.clear()
@@ -179,8 +181,18 @@ def test_two_jobs_in_one_run_folder_are_refused(tmp_path, tiny_npz):
     b = Job("b-s0", "train", ("--seed", "0", "--precision", "bf16"), {"b-s0": "level_0"})
     c = Job("c-s0", "train", ("--seed", "0", "--precision", "bf16"), {"c-s0": "level_0"}, subdir="bf16")
     claim = Claim("CX", "t", "p", (Arm("a", "a", "a-s{s}"),), (), lambda s: [a, b, c])
-    s = suite_mod.Suite([claim], [0], tiny_npz, tmp_path / "runs", tmp_path / "res", log=lambda m: None)
+    s = suite_mod.Suite([claim], [0], tiny_npz, tmp_path / "runs", tmp_path / "res", log=lambda m: None,
+                       resolve_folder=dry_run_folder)
     fa = s.folder("a-s0")
     with pytest.raises(DeganError, match="same run folder"):
         s.folder("b-s0")
     assert s.folder("c-s0") == tmp_path / "runs" / "bf16" / fa.name
+
+
+def test_subprocess_and_in_process_run_folders_agree(tmp_path, tiny_npz):
+    argv = ["train", "--data", str(tiny_npz), "--outdir", str(tmp_path / "runs"), "--seed", "3"]
+    assert suite_mod._dry_run_folder_subprocess(argv) == dry_run_folder(argv)
+    from degan.errors import DeganError
+
+    with pytest.raises(DeganError, match="no such|does not exist|not exist"):
+        dry_run_folder(["train", "--data", str(tmp_path / "missing.npz"), "--outdir", str(tmp_path)])

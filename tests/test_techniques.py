@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import degan.train.techniques  # noqa: F401  (registers the built-ins)
+import degan.lottery.techniques  # noqa: F401  (registers the built-ins)
 from degan.config import resolve
 from degan.lottery.layout import StageLayout
 from degan.train.technique import (TECHNIQUES, StageContext, Technique, build_techniques, make_stage_state,

@@ -776,6 +776,20 @@ def cyclegan(dry_run: bool, outdir: str, config_file: str | None, sets: tuple, r
 
 
 
+def dry_run_folder(argv: list[str]) -> Path:
+    """The run folder a ``degan train|ticket ...`` command line would use (its ``--dry-run``, in process).
+
+    Raises:
+        DeganError: the command line is refused (the message is its output).
+    """
+    from click.testing import CliRunner
+
+    from .reproduce.suite import parse_run_folder
+
+    res = CliRunner().invoke(main, [*argv, "--dry-run"], catch_exceptions=False)
+    return parse_run_folder(res.exit_code, res.output)
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("claims", nargs=-1)
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
@@ -823,7 +837,8 @@ def reproduce(claims: tuple, data: str | None, seeds: str, outdir: str, results:
     if not data:
         raise DeganError("--data is required: the shared CIFAR-10 subset, e.g. "
                          "--data ../shared/data/cifar10-subset/cifar10_prefix_subset.npz (or set $DEGAN_CLAIMS_DATA)")
-    suite = Suite(chosen, seed_list, data, outdir, results, threads=threads, log=click.echo)
+    suite = Suite(chosen, seed_list, data, outdir, results, threads=threads, log=click.echo,
+                  resolve_folder=dry_run_folder)
     failed = suite.run(workers=jobs, dry_run=dry_run)
     if failed:
         raise DeganError(f"{failed} job(s) failed; their logs are in {Path(outdir) / 'logs'}; re-run the same "

@@ -231,6 +231,10 @@ def parse_rewind(text: str) -> tuple[str, float]:
                       "(e.g. 5% for late rewinding to 5 % of the dense run)")
 
 
+ADVAUG_DIRECTIONS = ("worst_case", "reference")
+ADVAUG_MODES = ("pgd", "gaussian")
+
+
 @dataclass(frozen=True)
 class AdvAugConfig:
     """AdvAug: adversarial feature augmentation (SPEC §4; see :mod:`degan.augment.advaug` for the equations).
@@ -260,6 +264,27 @@ class AdvAugConfig:
     lambda_G: float = 1.0
     split_G: int | None = None
     split_D: int | None = None
+
+    def validate(self) -> "AdvAugConfig":
+        """Raises ValueError naming the bad value and what is allowed."""
+        nets = {n.strip() for n in self.networks.split(",") if n.strip()}
+        if not nets or not nets <= {"G", "D"}:
+            raise ValueError(f"advaug.networks must be G, D or G,D; got {self.networks!r}")
+        if self.mode not in ADVAUG_MODES:
+            raise ValueError(f"advaug.mode must be one of {', '.join(ADVAUG_MODES)}; got {self.mode!r}")
+        if self.direction not in ADVAUG_DIRECTIONS:
+            raise ValueError(f"advaug.direction must be one of {', '.join(ADVAUG_DIRECTIONS)}; got {self.direction!r}")
+        if self.mode == "pgd" and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"advaug.steps must be >= 1 when AdvAug is on (0 would make it a no-op); got {self.steps}")
+        if self.step_size is not None and not self.step_size > 0:
+            raise ValueError(f"advaug.step_size must be > 0; got {self.step_size}")
+        if self.eps is not None and not self.eps > 0:
+            raise ValueError(f"advaug.eps must be > 0 or null; got {self.eps}")
+        if self.random_start and self.eps is None:
+            raise ValueError("advaug.random_start needs advaug.eps (the ball to start in)")
+        if not self.sigma >= 0:
+            raise ValueError(f"advaug.sigma must be >= 0; got {self.sigma}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -634,10 +659,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("dynamic pruning (RG-GAN) trains its own masks; it does not combine with --ticket or IMP "
                           "levels. Train a dense run with --dynamic-prune, or a ticket without it")
     if cfg.advaug.enabled:
-        from .augment.advaug import AdvAugSettings
-
         try:
-            AdvAugSettings(**to_dict(cfg.advaug)).validate()
+            cfg.advaug.validate()
         except ValueError as e:
             raise ConfigError(str(e)) from None
     lc = cfg.lecam

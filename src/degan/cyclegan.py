@@ -993,7 +993,7 @@ def prepare(cfg: CycleGANConfig, outdir: str | Path, log: Log = _print) -> Cycle
         DataError: a domain cannot be loaded, has no image of the asked classes, or the subset is impossible.
         DeganError: the saved subset does not fit the data any more.
     """
-    from .lottery.runner import environment, resolve_device
+    from .lottery.experiment import environment, resolve_device
 
     device = resolve_device(cfg.train.device)
     build_networks(cfg)  # fail on model options before writing anything

@@ -60,8 +60,6 @@ def load_stage_generator(stage: StageLayout | str | Path, device: str | torch.de
     meta = read_json(stage.generator_json)
     kept = meta.get("kept_channels")
     if not kept:
-        from .lottery.runner import load_generator
-
         return load_generator(stage, device)
     try:
         G = build_compact_generator(meta["model"], meta["kwargs"], kept, prunable=meta.get("prunable"),
@@ -163,4 +161,27 @@ def load_compact(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.
         raise CheckpointError(f"{out / WEIGHTS_FILE} does not fit {meta['model']} {meta['kwargs']}"
                               f"{' (compact)' if meta.get('kept_channels') else ''}: "
                               f"{str(e).strip().splitlines()[0][:200]}") from None
+    return G.to(device).eval().requires_grad_(False)
+
+
+def load_generator(stage: StageLayout, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the final G_ema of a finished stage from ``G_ema.safetensors`` + ``generator.json``.
+
+    Raises:
+        CheckpointError: the stage has no final generator.
+    """
+    if not stage.G_ema.is_file() or not stage.generator_json.is_file():
+        raise CheckpointError(f"{stage.root} has no final generator (G_ema.safetensors); has it finished training?")
+    meta = read_json(stage.generator_json)
+    if meta.get("kept_channels"):  # a channel-pruned ticket: rebuilt as the smaller network
+        return load_stage_generator(stage, device)
+    from .models import create_model
+    from .pruning import add_masks
+
+    hook = None if meta.get("plain") else (lambda net: add_masks(net, meta["prunable"]))
+    G, _ = create_model(meta["model"], spectral_norm=meta["spectral_norm"], pre_sn_hook=hook, **meta["kwargs"])
+    try:
+        G.load_state_dict(load_safetensors(str(stage.G_ema)))
+    except RuntimeError as e:
+        raise CheckpointError(f"{stage.G_ema} does not fit {meta['model']}: {str(e).splitlines()[0][:200]}") from None
     return G.to(device).eval().requires_grad_(False)

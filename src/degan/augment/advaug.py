@@ -51,43 +51,22 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..config import AdvAugConfig
+from ..config import ADVAUG_DIRECTIONS, ADVAUG_MODES, AdvAugConfig
 from ..losses import GANObjective, call_net
 
-DIRECTIONS = ("worst_case", "reference")
-MODES = ("pgd", "gaussian")
+DIRECTIONS = ADVAUG_DIRECTIONS
+MODES = ADVAUG_MODES
 
 
 class AdvAugSettings(AdvAugConfig):
     """AdvAug settings: the fields of :class:`degan.config.AdvAugConfig` (``enabled`` is ignored here) plus
-    validation and the resolution-dependent default step size.
+    the resolution-dependent default step size (validation: :meth:`degan.config.AdvAugConfig.validate`).
 
     Fields: ``networks`` (``G,D`` | ``G`` | ``D``), ``steps`` (>= 1), ``step_size`` (None = 0.01 below 64 px,
     0.001 from 64 px), ``eps`` (L-inf radius or None = no projection), ``random_start`` (needs eps),
     ``direction`` (``worst_case`` | ``reference``), ``mode`` (``pgd`` | ``gaussian``), ``sigma``,
     ``lambda_D``, ``lambda_G``, ``split_G``, ``split_D`` (block indices; None = the defaults).
     """
-
-    def validate(self) -> "AdvAugSettings":
-        """Raises ValueError naming the bad value and what is allowed."""
-        nets = {n.strip() for n in self.networks.split(",") if n.strip()}
-        if not nets or not nets <= {"G", "D"}:
-            raise ValueError(f"advaug.networks must be G, D or G,D; got {self.networks!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"advaug.mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"advaug.direction must be one of {', '.join(DIRECTIONS)}; got {self.direction!r}")
-        if self.mode == "pgd" and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"advaug.steps must be >= 1 when AdvAug is on (0 would make it a no-op); got {self.steps}")
-        if self.step_size is not None and not self.step_size > 0:
-            raise ValueError(f"advaug.step_size must be > 0; got {self.step_size}")
-        if self.eps is not None and not self.eps > 0:
-            raise ValueError(f"advaug.eps must be > 0 or null; got {self.eps}")
-        if self.random_start and self.eps is None:
-            raise ValueError("advaug.random_start needs advaug.eps (the ball to start in)")
-        if not self.sigma >= 0:
-            raise ValueError(f"advaug.sigma must be >= 0; got {self.sigma}")
-        return self
 
     def gamma(self, resolution: int) -> float:
         """The PGD step size: the configured one, else 0.01 below 64 px and 0.001 from 64 px on."""

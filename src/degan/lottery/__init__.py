@@ -1,4 +1,10 @@
-"""Lottery-ticket runs: IMP levels (prune -> rewind -> train), training of found tickets, run folders."""
+"""Lottery-ticket runs: IMP levels (prune -> rewind -> train), training of found tickets, run folders.
+
+Modules, bottom to top: ``layout`` (run-folder paths), ``experiment`` (config -> data, networks, masks, theta_0,
+evaluation, generator files), ``techniques`` (the built-in stage techniques), ``stage`` (``run_stage``: one level or
+branch), ``branches`` and ``channel`` (control experiments and channel tickets beside a level), ``runner`` (the level
+loop: ``run_ticket``, ``run_train``; it re-exports the names of ``experiment`` for compatibility).
+"""
 
 from .layout import RunLayout, StageLayout, find_stage
 from .runner import (

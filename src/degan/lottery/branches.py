@@ -29,15 +29,15 @@ from ..errors import DataError, DeganError
 from ..fileio import read_json, write_json
 from ..pruning import Mask
 from .layout import StageLayout
-from .runner import (
+from .experiment import (
     Experiment,
     build_networks,
     final_state,
     initial_weights,
     level_start,
     load_masks,
-    run_stage,
 )
+from .stage import run_stage
 
 BRANCHES = ("random_ticket", "random_mask", "finetune", "transfer", "channel")
 TRANSFER_INITS = ("theta0", "fresh", "trained")
@@ -121,7 +121,7 @@ def transfer_experiment(exp: Experiment, data: str, stage: StageLayout, adapt: b
     cfg2 = replace(cfg, data=replace(cfg.data, source=str(data)))
     labels = None
     if cfg2.model.conditional:  # a conditional ticket: the new data must have labels within its classes
-        from .runner import resolve_classes
+        from .experiment import resolve_classes
 
         resolve_classes(cfg2, ds.labels, str(data))
         labels = torch.from_numpy(np.asarray(ds.labels)[indices].astype(np.int64))
@@ -223,7 +223,7 @@ def branch_of(path: str | Path) -> tuple[Experiment, int]:
         DeganError: not a level folder of a degan run.
     """
     from .layout import STAGE_PATTERN
-    from .runner import experiment_for
+    from .experiment import experiment_for
 
     p = Path(path)
     m = STAGE_PATTERN.match(p.name)

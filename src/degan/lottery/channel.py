@@ -46,17 +46,17 @@ from ..pruning.slimming import (
     slice_mask,
 )
 from .layout import StageLayout
-from .runner import (
+from .experiment import (
     Experiment,
     build_networks,
     final_state,
     initial_weights,
     level_start,
-    load_generator,
     load_masks,
     model_kwargs,
-    run_stage,
 )
+from ..export import load_generator
+from .stage import run_stage
 
 SLIM_STARTS = ("init", "trained")
 
@@ -132,7 +132,7 @@ def run_channel_branch(exp: Experiment, level_stage: StageLayout, *, rho: float 
 
     # (a) the slimming stage: L_GAN + distillation, proximal L1 on the BatchNorm scales of G
     if not slim.is_done():
-        from ..train.techniques import Slimming
+        from .techniques import Slimming
 
         teacher = load_generator(level_stage, exp.device)
         run_stage(_with_kimg(exp, slim_kimg, metrics="none"), slim, start, masks, resume=resume, progress=progress,

@@ -334,7 +334,7 @@ def check_run_stage(exp, stage, G: nn.Module, num: int = 500, log: Callable[[str
 
     cfg = exp.cfg
     try:
-        from ..lottery.runner import get_extractor
+        from ..lottery.experiment import get_extractor
 
         extractor = get_extractor(exp)
     except DeganError as e:

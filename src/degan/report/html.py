@@ -397,7 +397,7 @@ def write_html_report(run_root: str | Path, out_dir: str | Path | None = None) -
     from .. import __version__
     from ..lottery.layout import RunLayout
     from .plots import fid_vs_density, run_label
-    from .summary import collect
+    from .rows import collect
 
     run = RunLayout(Path(run_root))
     if not run.config.is_file() and not run.stages():

@@ -70,7 +70,7 @@ def run_label(run_root: str | Path, rows: list[dict] | None = None) -> str:
     """
     from ..config import load_file
     from ..errors import ConfigError
-    from .summary import collect
+    from .rows import collect
 
     root = Path(run_root)
     rows = collect(root) if rows is None else rows
@@ -146,7 +146,7 @@ def fid_vs_density_rows(runs: list[Path | str], metric: str | None = None, label
             (the message lists the available metrics).
         FileNotFoundError: a path that is not a degan run folder.
     """
-    from .summary import collect
+    from .rows import collect
 
     if network not in ("G", "D"):
         raise ValueError(f"network must be 'G' or 'D', got {network!r}")

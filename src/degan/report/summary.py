@@ -6,48 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..fileio import read_json, read_jsonl, write_text
+from ..fileio import write_text
+from .rows import collect
 
 PLOT_PNG = "fid_vs_density.png"
 """File name of the metric-vs-remaining-weights plot :func:`write_report` writes in the run folder."""
 PLOT_CSV = "fid_vs_density.csv"
 """File name of the data behind :data:`PLOT_PNG`."""
-
-
-def collect(run_root: str | Path) -> list[dict]:
-    """One row per stage folder of a run: the levels and their branches, in the order of ``RunLayout.stages()``.
-
-    A finished stage's row is its ``done.json`` merged with the latest value of each metric in ``metrics.jsonl``
-    (later evaluations, e.g. ``degan eval``, add to or override ``done.json``'s metrics).
-
-    Args:
-        run_root: the run folder.
-
-    Returns:
-        Rows with at least ``stage`` (folder name, e.g. ``level_2_random_ticket``), ``level`` (int), ``branch``
-        (str or None for a level), ``variant`` (str or None), ``status`` (``done`` | ``unfinished``), ``dir``
-        (Path) and ``metrics`` (``{name: {"value", "std", "protocol"}}``); finished rows also carry the keys of
-        ``done.json`` (``density_G``, ``density_D``, ``real_images_shown``, ``costs``, ``flops_ratio``...).
-        ``level`` and ``branch`` come from the folder name.
-    """
-    from ..lottery.layout import RunLayout
-
-    rows = []
-    for stage in RunLayout(Path(run_root)).stages():
-        ident = {"stage": stage.root.name, "level": stage.level, "branch": stage.branch, "dir": stage.root}
-        if not stage.is_done():
-            rows.append({**ident, "variant": None, "status": "unfinished", "metrics": {}})
-            continue
-        done = read_json(stage.done)
-        row = {**done, **ident, "variant": done.get("variant"), "status": "done"}
-        metrics = dict(row.get("metrics") or {})
-        for rec in read_jsonl(stage.metrics):
-            if "metric" in rec:
-                metrics[rec["metric"]] = {"value": rec.get("value"), "std": rec.get("std"),
-                                          "protocol": rec.get("protocol")}
-        row["metrics"] = metrics
-        rows.append(row)
-    return rows
 
 
 def metric_names(rows: list[dict]) -> list[str]:

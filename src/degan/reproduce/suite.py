@@ -77,13 +77,17 @@ class Suite:
         outdir: where run folders, logs and locks go.
         results: where per-run JSON and claim summaries go (committed).
         threads: torch threads per job (``OMP_NUM_THREADS``); results are bit-identical only at the same count.
+        resolve_folder: ``fn(argv) -> Path``: the run folder a ``degan`` command line would use (its
+            ``--dry-run``); the CLI passes an in-process one (:func:`degan.cli.dry_run_folder`); the default runs
+            ``python -m degan.cli ... --dry-run`` in a subprocess.
 
     Raises:
         DeganError: the data file does not exist.
     """
 
     def __init__(self, claims: list[Claim], seeds: list[int], data: str | Path, outdir: str | Path,
-                 results: str | Path, threads: int = 1, log: Log = print) -> None:
+                 results: str | Path, threads: int = 1, log: Log = print,
+                 resolve_folder: Callable[[list[str]], Path] | None = None) -> None:
         self.data = Path(data)
         if not self.data.is_file():
             raise DeganError(f"--data {data}: no such file; the claims run on the shared CIFAR-10 subset, e.g. "
@@ -95,6 +99,7 @@ class Suite:
         self.data_md5 = file_md5(self.data)
         self.jobs: dict[str, Job] = jobs_for(claims, self.seeds)
         self._folders: dict[str, Path] = {}
+        self.resolve_folder = resolve_folder or _dry_run_folder_subprocess
 
     # ----- identities and paths -----
     def spec(self, job: Job, stage: str) -> dict:
@@ -151,15 +156,10 @@ class Suite:
         job = self.jobs[job_id]
         if job.command == "branch":
             return self.folder(job.parent)
-        from click.testing import CliRunner
-
-        from ..cli import main
-
-        res = CliRunner().invoke(main, [*self._argv(job, dry=True), "--dry-run"], catch_exceptions=False)
-        lines = [ln for ln in res.output.splitlines() if ln.startswith("# run folder: ")]
-        if res.exit_code != 0 or not lines:
-            raise DeganError(f"cannot resolve the run folder of {job_id}: {res.output.strip()[-500:]}")
-        folder = Path(lines[-1][len("# run folder: "):])
+        try:
+            folder = self.resolve_folder(self._argv(job, dry=True))
+        except DeganError as e:
+            raise DeganError(f"cannot resolve the run folder of {job_id}: {e}") from None
         other = [j for j, f in self._folders.items() if f == folder]
         if other:  # two jobs in one run folder would resume each other's checkpoints
             raise DeganError(f"jobs {other[0]} and {job_id} resolve to the same run folder {folder}; give one of "
@@ -327,6 +327,28 @@ class Suite:
     def summarize(self) -> list[dict]:
         """Write ``<claim>.json`` and ``<claim>.png`` for every claim from the result files present."""
         return [summarize_claim(c, self.results, self.seeds) for c in self.claims]
+
+
+def _dry_run_folder_subprocess(argv: list[str]) -> Path:
+    """The run folder of a degan command line, from ``python -m degan.cli ARGV --dry-run`` in a subprocess.
+
+    Raises:
+        DeganError: the command fails or prints no run folder.
+    """
+    res = subprocess.run([sys.executable, "-m", "degan.cli", *argv, "--dry-run"], capture_output=True, text=True)
+    return parse_run_folder(res.returncode, res.stdout + res.stderr)
+
+
+def parse_run_folder(exit_code: int, output: str) -> Path:
+    """The ``# run folder: PATH`` line of a ``--dry-run`` output.
+
+    Raises:
+        DeganError: a non-zero exit code or no such line (the output's end is in the message).
+    """
+    lines = [ln for ln in output.splitlines() if ln.startswith("# run folder: ")]
+    if exit_code != 0 or not lines:
+        raise DeganError(output.strip()[-500:])
+    return Path(lines[-1][len("# run folder: "):])
 
 
 def load_results(results: str | Path) -> dict[str, dict]:

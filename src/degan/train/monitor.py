@@ -393,7 +393,7 @@ def _draw_heldout(source: str, kw: dict, train_indices: np.ndarray, num: int, se
 
 
 def overfitting_monitor(exp, stage, every_kimg: float, num: int = 256) -> OverfitMonitor:
-    """The :class:`OverfitMonitor` of one stage of a run (used by :func:`degan.lottery.runner.run_stage`).
+    """The :class:`OverfitMonitor` of one stage of a run (used by :func:`degan.lottery.stage.run_stage`).
 
     Args:
         exp: the :class:`~degan.lottery.runner.Experiment` (config, training subset, device, log).

@@ -28,8 +28,8 @@ A technique module registers a factory ``fn(ctx) -> Technique | None`` (None: no
     def build(ctx):
         return ConsistencyReg() if ctx.cfg.cr.enabled else None
 
-and is imported once (``degan.train.techniques`` imports the built-in ones). The stage runner
-(:func:`degan.lottery.runner.run_stage`) builds every registered technique for each stage and never names one;
+and is imported once (the stage runner imports the built-in ones, :mod:`degan.lottery.techniques`). The stage runner
+(:func:`degan.lottery.stage.run_stage`) builds every registered technique for each stage and never names one;
 a caller may add stage-specific instances (``run_stage(..., techniques=[...])``, e.g. the slimming stage of a
 channel ticket). See ``docs/techniques.md``.
 """
@@ -115,8 +115,6 @@ def build_techniques(ctx: StageContext, extra: list[Technique] | None = None) ->
     Raises:
         ValueError: two techniques build the train state, or two share a name.
     """
-    from . import techniques  # noqa: F401  (registers the built-in techniques)
-
     out = [t for t in (TECHNIQUES.get(n)(ctx) for n in TECHNIQUES.names()) if t is not None]
     out += list(extra or [])
     names = [t.name for t in out]

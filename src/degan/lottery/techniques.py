@@ -1,4 +1,5 @@
-"""The built-in techniques of a training stage, each a :class:`~degan.train.technique.Technique` registered with
+"""The built-in techniques of a training stage (with the RG-GAN stage helpers :func:`dynamic_callback` and
+:func:`save_dynamic_result`), each a :class:`~degan.train.technique.Technique` registered with
 :func:`~degan.train.technique.register_technique` (one factory per technique; None when it is off).
 
 =============  ========================================================  =====  ==========
@@ -22,8 +23,17 @@ The order numbers reproduce the historical wiring exactly, so training is bit-id
 
 from __future__ import annotations
 
+from safetensors.torch import save_file as save_safetensors
+from torch import nn
+
+from .. import __version__
 from ..config import to_dict
-from .technique import CALLBACK_ORDER, ORDER, StageContext, Technique, register_technique
+from ..fileio import atomic_path, write_json
+from ..train import distributed as ddp
+from ..train.state import TrainState
+from .experiment import Experiment, evaluate_generator, model_kwargs
+from .layout import StageLayout
+from ..train.technique import CALLBACK_ORDER, ORDER, StageContext, Technique, register_technique
 
 
 # ----- objective terms -------------------------------------------------------------------------------------------
@@ -83,7 +93,7 @@ class R1Technique(Technique):
     name, order = "r1", ORDER["r1"]
 
     def __init__(self, ctx: StageContext) -> None:
-        from .r1 import R1
+        from ..train.r1 import R1
 
         self.r1 = R1(ctx.cfg.r1.gamma, ctx.cfg.r1.interval)
 
@@ -158,7 +168,7 @@ class KnowledgeDistillation(Technique):
 def _kd(ctx: StageContext):
     if ctx.role != "level" or ctx.stage.level < 1 or ctx.cfg.prune.kd_weight <= 0 or ctx.stage.is_done():
         return None
-    from ..lottery.runner import dense_teacher
+    from .experiment import dense_teacher
 
     return KnowledgeDistillation(dense_teacher(ctx.exp), ctx.cfg.prune.kd_weight)
 
@@ -201,11 +211,10 @@ class DynamicPruningTechnique(Technique):
         self.cb = None
 
     def make_state(self, G, D, opt_kw: dict):
-        from ..lottery.runner import _dynamic_callback
-        from .regen import make_dynamic_state
+        from ..train.regen import make_dynamic_state
 
         state = make_dynamic_state(G, D, threshold_lr=self.exp.cfg.dynamic.threshold_lr, **opt_kw)
-        self.cb = _dynamic_callback(self.exp, self.stage)
+        self.cb = dynamic_callback(self.exp, self.stage)
         return state
 
     def setup(self, state) -> None:
@@ -218,12 +227,10 @@ class DynamicPruningTechnique(Technique):
         return self.cb.wrap(objective)
 
     def finish(self, state):
-        from ..lottery.runner import _save_dynamic_result
-
-        return _save_dynamic_result(self.exp, self.stage, state, self.cb)
+        return save_dynamic_result(self.exp, self.stage, state, self.cb)
 
     def summary(self, state) -> dict:
-        from .regen import _opt_summary
+        from ..train.regen import _opt_summary
 
         d = self.cb
         return {"variant": "RG", "dynamic": {
@@ -246,7 +253,7 @@ class RewindPointTechnique(Technique):
         self.exp, self.kind, self.value = ctx.exp, kind, value
 
     def callbacks(self, state) -> list:
-        from ..lottery.runner import RewindPoint, rewind_path
+        from .experiment import RewindPoint, rewind_path
 
         return [RewindPoint(rewind_path(self.exp), self.kind, self.value)]
 
@@ -268,7 +275,7 @@ class PrecisionTechnique(Technique):
     name, order, callback_order = "precision", ORDER["precision"], CALLBACK_ORDER["precision"]
 
     def __init__(self, ctx: StageContext) -> None:
-        from .precision import Precision
+        from ..train.precision import Precision
 
         self.force = getattr(ctx.exp, "force", False)
         self.precision = Precision(ctx.cfg.train.precision, ctx.exp.device)
@@ -277,7 +284,7 @@ class PrecisionTechnique(Technique):
         state.extras["precision"] = self.precision
 
     def before_resume(self, saved: dict) -> None:
-        from .precision import check_resume
+        from ..train.precision import check_resume
 
         check_resume(saved, self.precision.mode, force=self.force)
 
@@ -303,7 +310,7 @@ class MonitorTechnique(Technique):
         ctx.info["monitor_technique"] = self
 
     def callbacks(self, state) -> list:
-        from .monitor import overfitting_monitor
+        from ..train.monitor import overfitting_monitor
 
         cfg = self.ctx.cfg
         self.monitor = overfitting_monitor(self.ctx.exp, self.ctx.stage, cfg.eval.monitor_every_kimg,
@@ -337,3 +344,48 @@ class TensorBoardTechnique(Technique):
 @register_technique("tensorboard")
 def _tensorboard(ctx: StageContext):
     return TensorBoardTechnique(ctx) if ctx.cfg.eval.tensorboard else None
+def dynamic_callback(exp: Experiment, stage: StageLayout):
+    """The RG-GAN callback of a stage, with the trigger metric evaluated on G_ema when regeneration is on."""
+    from ..train.regen import DynamicPruning
+
+    dyn = exp.cfg.dynamic
+    evaluate = None
+    if dyn.regen_every_kimg is not None:
+        def evaluate(G_ema: nn.Module) -> float:
+            value = None  # computed on rank 0, broadcast: every rank takes the same regeneration decision
+            if ddp.is_main():
+                value = float(evaluate_generator(exp, G_ema, [dyn.regen_metric], dyn.regen_num_gen)[0]["value"])
+            G_ema.train()  # evaluation put it in eval mode; the EMA copy's mode does not matter, keep it stable
+            return float(ddp.broadcast_object(value))
+    log_path = stage.root / "dynamic.jsonl" if ddp.is_main() else None  # ranks > 0 must not truncate rank 0's log
+    return DynamicPruning(lam=dyn.lam, min_keep=dyn.min_keep, regen_every_kimg=dyn.regen_every_kimg,
+                          trigger=dyn.trigger, evaluate=evaluate, log_path=log_path,
+                          log_kimg=exp.cfg.train.log_kimg)
+
+
+def save_dynamic_result(exp: Experiment, stage: StageLayout, state: TrainState, dynamic) -> dict:
+    """Write Sparse_RG and Dense_RG generators (plain state dicts, no masks machinery) and the final densities.
+
+    ``G_ema.safetensors`` is the one ``dynamic.output`` names; the other is ``G_ema_dense.safetensors`` /
+    ``G_ema_sparse.safetensors``. Returns the final effective densities ``{"G", "D"}`` of the raw G and D.
+    """
+    from ..pruning.dynamic import dynamic_density
+    from ..train.regen import dense_state_dict, sparse_state_dict
+
+    cfg = exp.cfg
+    out = {"sparse": sparse_state_dict(state.G_ema), "dense": dense_state_dict(state.G_ema)}
+    other = "dense" if cfg.dynamic.output == "sparse" else "sparse"
+    for path, sd in ((stage.G_ema, out[cfg.dynamic.output]), (stage.root / f"G_ema_{other}.safetensors", out[other])):
+        with atomic_path(path) as tmp:
+            save_safetensors({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp))
+    write_json(stage.generator_json, {"model": cfg.model.name, "kwargs": model_kwargs(cfg),
+                                      "spectral_norm": cfg.model.spectral_norm, "plain": True,
+                                      "rg_output": cfg.dynamic.output, "z_dim": state.G_ema.z_dim,
+                                      "degan_version": __version__})
+    dG, dD = dynamic_density(state.G, effective=False), dynamic_density(state.D, effective=False)
+    write_json(stage.density, {"level": stage.level, "density_G": dG["density"], "density_D": dD["density"],
+                               "layers_G": dG["layers"], "layers_D": dD["layers"], "dynamic": True,
+                               "dense_phase_at_end": dynamic.dense, "events": dynamic.events})
+    return {"G": dG["density"], "D": dD["density"]}
+
+
