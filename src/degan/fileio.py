@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -103,3 +104,52 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+#: Temporary files a killed write can leave: ``.<name>.<random>.tmp`` of :func:`atomic_path` and ``.tmp<random>``
+#: (``tempfile``'s default names).
+_STALE_TEMP = re.compile(r"^\..+\.tmp$|^\.tmp[A-Za-z0-9_]{6,}$")
+
+
+def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that interrupted atomic writes left under ``root`` (recursively).
+
+    Call it only where no other process writes into ``root`` (a stage being resumed by its only writer).
+
+    Returns:
+        The removed paths. Nothing is removed on DDP ranks > 0.
+    """
+    root = Path(root)
+    if not writes_enabled() or not root.is_dir():
+        return []
+    removed = []
+    for p in root.rglob(".*"):
+        if p.is_file() and not p.is_symlink() and _STALE_TEMP.match(p.name):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> int:
+    """Rewrite a JSONL file atomically with only the records where ``keep(record)`` is true (a torn last line is
+    dropped too). A missing file stays missing.
+
+    Returns:
+        The number of records removed.
+    """
+    path = Path(path)
+    if not writes_enabled() or not path.exists():
+        return 0
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    kept = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if keep(rec):
+            kept.append(line)
+    removed = len(lines) - len(kept)
+    if removed:
+        write_text(path, "".join(ln + "\n" for ln in kept))
+    return removed

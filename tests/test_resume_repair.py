@@ -1,0 +1,80 @@
+"""Resuming repairs what a fault left: stale temporary files are removed and the append-only logs are cut back to
+the checkpoint, so that every step appears exactly once and the logs equal those of an uninterrupted run."""
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from degan.cli import main
+from degan.fileio import remove_stale_temps, truncate_jsonl
+
+TIME_KEYS = ("timestamp", "wall_seconds", "sec_per_kimg")
+
+
+def test_remove_stale_temps_and_truncate_jsonl(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    stale = [tmp_path / "checkpoints" / ".ckpt-000048.pt.k2j3h4.tmp", tmp_path / ".G_ema.safetensors.x1.tmp",
+             tmp_path / ".tmpab12cd"]
+    keep = [tmp_path / "checkpoints" / "ckpt-000048.pt", tmp_path / ".hidden", tmp_path / "notes.tmp"]
+    for p in stale + keep:
+        p.write_text("x")
+    assert sorted(remove_stale_temps(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
+
+    log = tmp_path / "stats.jsonl"
+    log.write_text('{"cur_nimg": 16}\n{"cur_nimg": 32}\n{"cur_nimg": 48}\n{"cur_ni')  # torn last line
+    assert truncate_jsonl(log, lambda r: r["cur_nimg"] <= 32) == 2
+    assert [json.loads(x)["cur_nimg"] for x in log.read_text().splitlines()] == [16, 32]
+    assert truncate_jsonl(tmp_path / "missing.jsonl", lambda r: False) == 0
+
+
+def _records(path):
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append({k: v for k, v in json.loads(line).items() if k not in TIME_KEYS})
+        except json.JSONDecodeError:
+            out.append({"torn": line})
+    return out
+
+
+def test_resume_after_a_kill_keeps_every_step_once(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    args = ["train", "--data", str(d), "--model", "dcgan", "--width", "0.25", "--resolution", "16", "--batch", "8",
+            "--kimg", "0.096", "--snap", "0.048", "--metrics", "none", "--no-progress",
+            "--set", "train.log_kimg=0.016", "--set", "eval.monitor_every_kimg=0.032"]
+
+    def run(outdir, *extra):
+        res = CliRunner().invoke(main, [*args, "--outdir", str(outdir), *extra], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        (folder,) = [p for p in outdir.iterdir() if p.is_dir()]
+        return folder / "level_0", res.output
+
+    ref, _ = run(tmp_path / "a")
+    stage, _ = run(tmp_path / "b")
+    # what a kill after the checkpoint at 48 images (during the second half) leaves: no final checkpoint, no
+    # done.json, log lines written after the checkpoint, temporary files of interrupted writes
+    for name in ("done.json", "G_ema.safetensors"):
+        (stage / name).unlink()
+    (final,) = [p for p in (stage / "checkpoints").glob("ckpt-*.pt") if p.name.endswith("96.pt")]
+    final.unlink()
+    (stage / "checkpoints" / f".{final.name}.abc123.tmp").write_bytes(b"partial")
+    (stage / ".G_ema.safetensors.q9.tmp").write_bytes(b"partial")
+    with open(stage / "stats.jsonl", "a") as f:
+        f.write('{"kimg": 0.1, "cur_ni')  # a torn line
+    assert len(_records(stage / "stats.jsonl")) > len([r for r in _records(ref / "stats.jsonl")
+                                                        if r["cur_nimg"] <= 48])
+
+    stage, out = run(tmp_path / "b", "--resume", "latest")
+    assert "repaired what an interruption left" in out and "2 temporary file(s) removed" in out
+    assert not list(stage.rglob("*.tmp"))
+    assert _records(stage / "stats.jsonl") == _records(ref / "stats.jsonl")
+    assert _records(stage / "monitor.jsonl") == _records(ref / "monitor.jsonl")
+    steps = [r["step"] for r in _records(stage / "stats.jsonl")]
+    assert steps == sorted(set(steps))
