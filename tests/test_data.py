@@ -481,3 +481,21 @@ def test_faces100_without_skimage_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
     with pytest.raises(DataError, match="pip install scikit-image"):
         load_dataset("faces100", resolution=32)
+
+
+def test_symlink_loop_is_walked_once(tmp_path: Path):
+    """A folder with 5 images and a symlink pointing back to itself is 5 images, not 5 per pass of the loop."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    os.symlink(d, d / "loop")
+    os.symlink(tmp_path, d / "up")  # a loop through the parent
+    assert len(load_dataset(str(d), resolution=8)) == 5
+    # a symlink to a folder outside the tree is still followed
+    other = tmp_path.parent / f"{tmp_path.name}-outside"
+    other.mkdir()
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(other / "x.png")
+    os.symlink(other, d / "more")
+    assert len(load_dataset(str(d), resolution=8)) == 6

@@ -112,3 +112,16 @@ def test_another_seed_differs(tmp_path, folder):
     ga, gb = _train(tmp_path / "a", folder, 0), _train(tmp_path / "b", folder, 1)
     assert ga.keys() == gb.keys()
     assert any(not torch.equal(ga[k], gb[k]) for k in ga)
+
+
+def test_threads_option_is_applied_and_recorded(tmp_path, folder):
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    res = subprocess.run([sys.executable, "-m", "degan.cli", "train", "--data", str(folder), "--outdir",
+                          str(tmp_path / "r"), "--model", "dcgan", "--width", "0.25", "--resolution", "16", "--batch",
+                          "8", "--kimg", "0.016", "--metrics", "none", "--no-progress", "--threads", "1"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (run,) = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    rep = json.loads((run / "env.json").read_text())["repeat"]
+    assert rep["torch_threads"] == 1 and rep["env"]["OMP_NUM_THREADS"] == "1"

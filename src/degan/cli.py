@@ -22,9 +22,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_con
 _D = RunConfig()
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str, code: int = 2) -> None:
     click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def handle_errors(fn):
@@ -40,7 +40,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except DeganError as e:
-            _fail(str(e))
+            _fail(e.strerror if isinstance(e, OSError) and e.strerror else str(e), getattr(e, "exit_code", 2))
         except FileNotFoundError as e:
             _fail(str(e))
         except ValueError as e:  # invalid option values reported by the library (names the valid choices)
@@ -51,6 +51,26 @@ def handle_errors(fn):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # shared options
+
+
+def _set_threads(ctx, param, value):
+    if value is None:
+        return None
+    if value < 1:
+        raise click.BadParameter(f"must be >= 1, got {value}")
+    import torch
+
+    torch.set_num_threads(value)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(value)  # processes this one starts
+    return value
+
+
+def threads_option(fn):
+    """``--threads N``: torch CPU threads of this process (and of the processes it starts). Results repeat bit for
+    bit only at the same count (docs/reproduce.md); on a machine shared with other jobs, fewer threads than cores
+    avoid the slow-down of oversubscription."""
+    return click.option("--threads", type=int, default=None, expose_value=False, callback=_set_threads,
+                        is_eager=True, help="CPU threads (torch.set_num_threads)  [default: all cores]")(fn)
 
 
 def _run_options(fn):
@@ -117,7 +137,7 @@ def _run_options(fn):
     ]
     for opt in reversed(opts):
         fn = opt(fn)
-    return fn
+    return threads_option(fn)
 
 
 def _overrides(kw: dict) -> dict:
@@ -369,6 +389,7 @@ def ticket(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw)
 @click.option("--resume", type=click.Choice(["latest"]), default=None, help="continue an unfinished branch")
 @click.option("--progress/--no-progress", default=True, help="progress bar")
 @click.option("--dry-run", is_flag=True, help="print what would be trained and stop")
+@threads_option
 @handle_errors
 def branch(level_dir: str, kind: str, data: str | None, init: str, adapt: bool, seed: int | None, rho: float | None,
            prune_fraction: float | None, slim_kimg: float | None, distill_weight: float | None,
@@ -402,6 +423,7 @@ def branch(level_dir: str, kind: str, data: str | None, init: str, adapt: bool, 
 @click.option("--resume", type=click.Choice(["latest"]), default=None, help="continue an interrupted demo")
 @click.option("--progress/--no-progress", default=True, help="progress bar")
 @click.option("--dry-run", is_flag=True, help="print the resolved config and stop")
+@threads_option
 @handle_errors
 def demo(outdir: str, kimg: float | None, inception: str | None, sets: tuple, resume: str | None, progress: bool,
          dry_run: bool) -> None:
@@ -452,6 +474,7 @@ def _stages(path: str):
                    "memorization.json + memorization.png (generated | nearest real) per stage")
 @click.option("--memorization-num", type=int, default=500, help="samples of the memorization check")
 @click.option("--dry-run", is_flag=True, help="print what would be evaluated and stop")
+@threads_option
 @handle_errors
 def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str | None, inception_full: str | None,
           cache_dir: str | None, progress: bool, leak_check: str, memorization: bool, memorization_num: int,
@@ -560,6 +583,7 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--upscale", type=int, default=1, help="nearest-neighbour enlargement of the grid")
 @click.option("--level", type=int, default=None, help="which level of a run  [default: the last finished one]")
 @click.option("--dry-run", is_flag=True, help="print what would be generated and stop")
+@threads_option
 @handle_errors
 def generate(run_or_level: str, seeds: str | None, num: int | None, grid: str | None, image_dir: str | None,
              interp: bool, steps: int, video: str | None, fps: int, class_spec: str | None, upscale: int,

@@ -19,3 +19,11 @@ class CheckpointError(DeganError, ValueError):
 
 class TrainingDivergedError(DeganError, RuntimeError):
     """A loss became NaN or inf; the run stopped keeping its last good checkpoint."""
+
+
+class DiskFullError(DeganError, OSError):
+    """A write failed because its file system is full (ENOSPC) or over quota (EDQUOT). The file being written was
+    not created (writes are atomic) and every earlier file is intact; free space and resume. CLI exit code 28
+    (ENOSPC's number on Linux)."""
+
+    exit_code = 28

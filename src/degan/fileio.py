@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -51,9 +53,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
+        written = tmp_path.stat().st_size if tmp_path.exists() else 0
         tmp_path.unlink(missing_ok=True)
+        if isinstance(e, Exception) and is_disk_full(e, path.parent, written):
+            raise disk_full_error(path, written) from e
         raise
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException, folder: str | os.PathLike, written: int = 0) -> bool:
+    """Whether ``exc`` (raised while writing into ``folder``) means the file system is full.
+
+    An ``OSError`` with ENOSPC / EDQUOT is; so is any other write error (torch's zip writer raises a
+    ``RuntimeError("unexpected pos ...")``) when the folder's file system has less free space than what the write
+    had already written, or under 1 MiB.
+    """
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return False
+    return free < max(written, 1 << 20)
+
+
+def disk_full_error(path: str | os.PathLike, written: int = 0) -> OSError:
+    """The one-line :class:`~degan.errors.DiskFullError` for a failed write of ``path``."""
+    from .errors import DiskFullError
+
+    folder = Path(path).parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    need = f"; the write had reached {written / 2**20:.1f} MiB" if written else ""
+    return DiskFullError(errno.ENOSPC, f"the disk is full: writing {Path(path).name} into {folder} failed ({free}"
+                         f"{need}). Nothing already written was damaged; free some space and continue with "
+                         "--resume latest")
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> None:
@@ -84,9 +125,14 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     if not writes_enabled():
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=str) + "\n")
-        f.flush()
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+            f.flush()
+    except OSError as e:
+        if e.errno in _DISK_FULL_ERRNOS:
+            raise disk_full_error(path) from e
+        raise
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

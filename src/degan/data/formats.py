@@ -303,8 +303,15 @@ def _read_folder(path: Path, split: str) -> RawData:
     _check_split(split, ("train",), f"image folder {str(path)!r} (a folder is one split; point at another "
                                     f"folder for test images)")
     entries = []
+    seen_dirs: set[str] = set()  # real paths: a symlink back into the tree (a loop) is walked once, not forever
     for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__MACOSX"]
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__MACOSX"
+                       and os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs]
         for fn in filenames:
             if fn.startswith(".") or not _has_ext(fn):
                 continue

@@ -1,0 +1,90 @@
+"""A full disk gets one clear message and a distinct exit code (28); nothing already written is damaged and the
+run resumes once space is free."""
+
+import errno
+import shutil
+from collections import namedtuple
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import degan.fileio as fileio
+import degan.train.checkpoint as checkpoint
+from degan.cli import main
+from degan.errors import DiskFullError
+from degan.fileio import append_jsonl, atomic_path
+
+
+def test_enospc_in_an_atomic_write_is_disk_full_and_leaves_the_target(tmp_path):
+    target = tmp_path / "ckpt.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(DiskFullError, match="the disk is full: writing ckpt.pt into") as info:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"x" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.exit_code == 28 and "--resume latest" in str(info.value)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_a_writer_error_is_disk_full_only_when_the_disk_is_full(tmp_path, monkeypatch):
+    def torn(tmp):  # torch's zip writer on a full disk: RuntimeError("... unexpected pos ...")
+        tmp.write_bytes(b"x" * 4096)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1082304 vs 1082192")
+
+    with pytest.raises(RuntimeError, match="unexpected pos") as info:  # plenty of space: not a disk-full error
+        with atomic_path(tmp_path / "a.pt") as tmp:
+            torn(tmp)
+    assert not isinstance(info.value, DiskFullError)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(3 << 20, (3 << 20) - 100, 100))
+    with pytest.raises(DiskFullError, match=r"0\.0 MiB free"):
+        with atomic_path(tmp_path / "a.pt") as tmp:
+            torn(tmp)
+    assert not list(tmp_path.iterdir())
+
+
+def test_append_jsonl_on_a_full_disk(tmp_path, monkeypatch):
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", full)
+    with pytest.raises(DiskFullError, match="stats.jsonl"):
+        append_jsonl(tmp_path / "stats.jsonl", {"a": 1})
+
+
+def test_train_on_a_full_disk_stops_with_one_line_and_resumes(tmp_path, monkeypatch):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    args = ["train", "--data", str(d), "--outdir", str(tmp_path / "runs"), "--model", "dcgan", "--width", "0.25",
+            "--resolution", "16", "--batch", "8", "--kimg", "0.064", "--snap", "0.032", "--metrics", "none",
+            "--no-progress"]
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *a, **k):  # checkpoints at 0 and 32 images are written, the final one hits a full disk
+        if ".ckpt-" in str(f):
+            calls.append(f)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 28, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "the disk is full" in lines[0] and "Traceback" not in res.output
+    (run,) = list((tmp_path / "runs").iterdir())
+    ckpts = sorted((run / "level_0" / "checkpoints").glob("ckpt-*.pt"))
+    assert torch.load(ckpts[-1], weights_only=True)["state"]["cur_nimg"] == 32
+    assert not list(run.rglob("*.tmp")) and not (run / "level_0" / "done.json").exists()
+
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)  # space freed
+    res = CliRunner().invoke(main, [*args, "--resume", "latest"])
+    assert res.exit_code == 0, res.output
+    assert "resuming level_0 from" in res.output and (run / "level_0" / "done.json").is_file()
+    assert shutil.disk_usage(tmp_path).free > 0
