@@ -222,3 +222,11 @@ def test_advaug_from_the_cli(tmp_path, folder):
     (run_dir,) = list(outdir.iterdir())
     stats = [json.loads(x) for x in (run_dir / "level_0" / "stats.jsonl").read_text().splitlines()]
     assert "loss_D_adv" in stats[-1] and "loss_G_adv" in stats[-1]
+
+
+def test_help_lists_every_registered_model():
+    from degan.models import list_models
+
+    out = CliRunner().invoke(main, ["train", "--help"]).output
+    flat = " ".join(out.split())
+    assert len(list_models()) >= 4 and all(name in flat for name in list_models())

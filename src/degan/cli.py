@@ -73,13 +73,20 @@ def threads_option(fn):
                         is_eager=True, help="CPU threads (torch.set_num_threads)  [default: all cores]")(fn)
 
 
+def _model_names() -> list[str]:
+    from .models import list_models
+
+    return list_models()
+
+
 def _run_options(fn):
     """Options shared by ``train`` and ``ticket``; None = not given (the preset/config value stands)."""
     opts = [
         click.option("--data", "source", type=str, default=None,
                      help=f"image folder, zip, CIFAR archive, idx(.gz), .npz, or a builtin name  [default: {_D.data.source}]"),
         click.option("--outdir", type=click.Path(file_okay=False), default="runs", help="where run folders are made"),
-        click.option("--model", type=str, default=None, help="registered model (dcgan, sngan32)  [default: dcgan]"),
+        click.option("--model", type=str, default=None,
+                     help=f"registered model ({', '.join(_model_names())})  [default: dcgan]"),
         click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
                      help="named settings applied first  [default: the one named like --model]"),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
