@@ -499,7 +499,7 @@ def claims_table(summaries: list[dict]) -> str:
                 v += f" (margin {t['margin']:.4f})"
             lines.append(f"| {s['claim']} | {t['statement']} | {t['arm']}: {_fmt(arm.get(metric))} | "
                          f"{t['baseline']}: {_fmt(base.get(metric))} | {diff} | {v} |")
-    missing = [m for s in summaries for m in s.get("missing", [])]
+    missing = list(dict.fromkeys(m for s in summaries for m in s.get("missing", [])))  # shared arms once
     if missing:
         lines += ["", f"Runs not finished yet ({len(missing)}): " + ", ".join(missing[:40])
                   + (" ..." if len(missing) > 40 else "")]
