@@ -482,11 +482,18 @@ def _fmt(m: dict | None, digits: int = 4) -> str:
     return f"{m['mean']:.{digits}f} ± {m['half_width']:.{digits}f} (n={m['n']})"
 
 
+def _acc(arm: dict) -> str:
+    """D's accuracy on training vs held-out reals at the end (mean over seeds) from the overfitting monitor."""
+    tr, ho = arm.get("monitor_acc_train_last"), arm.get("monitor_acc_heldout_last")
+    return "—" if tr is None or ho is None else f"{tr:.0%} / {ho:.0%}"
+
+
 def claims_table(summaries: list[dict]) -> str:
     """Markdown: one row per test of every claim (arm and baseline mean ± 95 % half-width, the paired difference
     with its interval, the verdict) and the runs still missing."""
-    lines = ["| claim | test | arm: kid1k_test | baseline: kid1k_test | paired difference [95 % CI] | verdict |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| claim | test | arm: kid1k_test | baseline: kid1k_test | paired difference [95 % CI] | verdict "
+             "| D acc. train / held-out (arm, baseline) |",
+             "|---|---|---|---|---|---|---|"]
     for s in summaries:
         for t in s["tests"]:
             arm, base = s["arms"].get(t["arm"], {}), s["arms"].get(t["baseline"], {})
@@ -498,7 +505,7 @@ def claims_table(summaries: list[dict]) -> str:
             if t.get("expect") == "match" and d:
                 v += f" (margin {t['margin']:.4f})"
             lines.append(f"| {s['claim']} | {t['statement']} | {t['arm']}: {_fmt(arm.get(metric))} | "
-                         f"{t['baseline']}: {_fmt(base.get(metric))} | {diff} | {v} |")
+                         f"{t['baseline']}: {_fmt(base.get(metric))} | {diff} | {v} | {_acc(arm)}, {_acc(base)} |")
     missing = list(dict.fromkeys(m for s in summaries for m in s.get("missing", [])))  # shared arms once
     if missing:
         lines += ["", f"Runs not finished yet ({len(missing)}): " + ", ".join(missing[:40])
