@@ -83,3 +83,26 @@ def test_train_on_a_full_disk_stops_with_one_line_and_resumes(tmp_path, monkeypa
     assert res.exit_code == 0, res.output
     assert "resuming level_0 from" in res.output and (run / "level_0" / "done.json").is_file()
     assert shutil.disk_usage(tmp_path).free > 0
+
+
+def test_a_stage_warns_when_the_disk_is_too_small(tmp_path, monkeypatch):
+    import degan.lottery.stage as stage
+
+    d = random_image_folder(tmp_path / "imgs", 12)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - (1 << 19), 1 << 19))
+    res = CliRunner().invoke(main, ["train", "--data", str(d), "--outdir", str(tmp_path / "runs"), "--model", "dcgan",
+                                    "--width", "0.25", "--resolution", "16", "--batch", "8", "--kimg", "0.016",
+                                    "--metrics", "none", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "has 0.5 MiB free but this stage writes about" in res.output
+    monkeypatch.undo()
+    (run,) = list((tmp_path / "runs").iterdir())
+    import torch as _t
+
+    ckpt = sorted((run / "level_0" / "checkpoints").glob("ckpt-*.pt"))[-1]
+    state = _t.load(ckpt, weights_only=True)["state"]
+    written = ckpt.stat().st_size
+    est_one = sum(t.numel() * t.element_size() for k in ("G", "D", "G_ema") for t in state[k].values())
+    assert est_one <= written  # the estimate's parts are all in a real checkpoint
+    assert stage.stage_bytes_needed.__doc__

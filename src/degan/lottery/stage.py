@@ -82,6 +82,34 @@ def repair_after_fault(exp: Experiment, stage: StageLayout, cur_nimg: int) -> No
                             + [f"{n} record(s) after kimg {cur_nimg / 1000:g} cut from {k}" for k, n in cut.items()]))
 
 
+def stage_bytes_needed(state, keep_checkpoints: int) -> int:
+    """About how many bytes a stage writes: ``keep_checkpoints`` checkpoints plus the one being written (G, D,
+    G_ema and Adam's two moments of G and D), the final G_ema, and 1 MiB of sample grids and logs."""
+    def nbytes(module) -> int:
+        return sum(t.numel() * t.element_size() for t in module.state_dict().values() if torch.is_tensor(t))
+
+    def pbytes(module) -> int:
+        return sum(p.numel() * p.element_size() for p in module.parameters())
+
+    ckpt = nbytes(state.G) + nbytes(state.D) + nbytes(state.G_ema) + 2 * (pbytes(state.G) + pbytes(state.D))
+    return ckpt * (max(keep_checkpoints, 1) + 1) + nbytes(state.G_ema) + (1 << 20)
+
+
+def warn_if_short_of_space(exp: Experiment, stage: StageLayout, state) -> None:
+    """One warning line when the stage folder's file system has less free space than the stage will write."""
+    import shutil
+
+    need = stage_bytes_needed(state, exp.cfg.train.keep_checkpoints)
+    try:
+        free = shutil.disk_usage(stage.root).free
+    except OSError:
+        return
+    if free < need:
+        exp.log(f"[degan] warning: {stage.root} has {free / 2**20:.1f} MiB free but this stage writes about "
+                f"{need / 2**20:.1f} MiB (checkpoints, G_ema, samples); it will stop with 'the disk is full' when "
+                "space runs out, and --resume latest continues once space is freed")
+
+
 def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, Mask], *, resume: bool = False,
               progress: bool = True, extra_info: dict | None = None, build: Builder | None = None,
               techniques: list[Technique] | None = None, role: str = "train",
@@ -140,6 +168,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         state.load_state_dict(saved)
         exp.log(f"[degan] resuming {stage.root.name} from {ckpt.name} at kimg {state.kimg:.1f}")
     repair_after_fault(exp, stage, state.cur_nimg)
+    warn_if_short_of_space(exp, stage, state)
     apply_speed_options(state, channels_last=cfg.train.channels_last, adam=cfg.train.adam,
                         compile=cfg.train.compile, cudnn_benchmark=cfg.train.cudnn_benchmark)
     save_masks(stage.masks, {"G": get_mask(G), "D": get_mask(D)})
