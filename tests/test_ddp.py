@@ -34,11 +34,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(tmp_path: Path, body: str, world: int = 2, timeout: float = 120.0, env: dict | None = None
+def launch(tmp_path: Path, body: str, world: int = 2, timeout: float = 300.0, env: dict | None = None
            ) -> tuple[list[int], list[dict | None], list[str]]:
     """Run ``body`` (Python source; ``RANK``, ``OUT`` (a folder) in scope, the group joined by
     ``init_from_env("cpu")``) in ``world`` processes. Returns exit codes, each rank's ``OUT/rank<r>.json`` (None if
-    missing) and stderr texts. Kills everything and fails after ``timeout`` seconds."""
+    missing) and stderr texts. Kills everything and fails after ``timeout`` seconds (generous: two processes that
+    import torch on a loaded 2-core machine have run past 120 s)."""
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent("""
         import json, os, sys
