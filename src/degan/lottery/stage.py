@@ -163,8 +163,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
                              "--resume latest to continue it, or use another --outdir to start over")
         saved = load_checkpoint(ckpt, "cpu")["state"]
         for t in techniques:
-            if hasattr(t, "before_resume"):
-                t.before_resume(saved)
+            t.before_resume(saved)
         state.load_state_dict(saved)
         exp.log(f"[degan] resuming {stage.root.name} from {ckpt.name} at kimg {state.kimg:.1f}")
     repair_after_fault(exp, stage, state.cur_nimg)
@@ -190,7 +189,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     ctx.info.update(grid_z=grid_z, grid_c=grid_c)
     snapshot = Snapshot(stage.checkpoints, stage.samples, cfg.train.snap_kimg, _checkpoint_meta(exp, stage),
                         grid_z, keep=cfg.train.keep_checkpoints, grid_c=grid_c, nrow=grid_nrow)
-    dynamic_density = any(getattr(t, "changes_density", False) for t in techniques)
+    dynamic_density = any(t.changes_density for t in techniques)
     static_density = (lambda: {"density_G": dens["G"], "density_D": dens["D"]}) if not dynamic_density else None
     entries = [(CALLBACK_ORDER["flops"], meter),
                (CALLBACK_ORDER["stats"], StatsLogger(stage.stats, cfg.train.log_kimg, extra=static_density)),

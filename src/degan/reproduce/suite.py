@@ -29,7 +29,7 @@ from typing import Callable
 
 from ..errors import DeganError
 from ..lottery.experiment import _cpu_model
-from ..fileio import read_json, write_json
+from ..fileio import atomic_path, read_json, write_json
 from .claims import METRICS, PRIMARY, SUITE_VERSION, Claim, Job, common_args, jobs_for
 from .stats import REPRODUCED, mean_interval, paired_difference, verdict
 
@@ -384,8 +384,7 @@ def summarize_claim(claim: Claim, results: str | Path, seeds: list[int] | None =
         for key in ("density_G", "density_D", "real_images_shown"):
             xs = [r[key] for r in rows.values() if r.get(key) is not None]
             entry[key] = sum(xs) / len(xs) if xs else None
-        flops = [r["costs"].get("train_flops_effective") or r["costs"].get("train_flops_sparse")
-                 for r in rows.values() if isinstance(r.get("costs"), dict)]
+        flops = [r["costs"].get("train_flops_effective") for r in rows.values() if isinstance(r.get("costs"), dict)]
         flops_dense = [r["costs"].get("train_flops_dense") for r in rows.values() if isinstance(r.get("costs"), dict)]
         entry["costs"] = {"train_flops_density_weighted": _mean(flops), "train_flops_dense": _mean(flops_dense)}
         gaps = [r["monitor_last"].get("gap") for r in rows.values() if r.get("monitor_last")]
@@ -462,10 +461,9 @@ def plot_claim(summary: dict, path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{summary['claim']}: {summary['title']}\nmean and 95 % t interval over seeds (dots: seeds)",
                  fontsize=9)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ----- the README table --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ for one stage from the config and the stage (:class:`StageContext`) and may, in 
    parameter groups); at most one enabled technique may do this.
 2. ``setup(state)``: register checkpointed state in ``state.extras`` (anything with ``state_dict`` /
    ``load_state_dict``). Called before a resume loads the checkpoint, so the saved state lands in it.
+   ``before_resume(saved)`` then sees the saved state and may refuse it (precision).
 3. ``callbacks(state)``: loop callbacks (``degan.train.loop.Callback``), placed by ``callback_order``.
 4. ``wrap(objective, state)``: wrap the objective (``GANObjective`` and its wrappers) with loss terms; wrappers are
    applied by increasing ``order`` (the lowest is innermost, next to the adversarial loss).
@@ -77,12 +78,16 @@ class Technique:
     name: str = "technique"
     order: int = 50  # objective wrapping order
     callback_order: int = 50
+    changes_density: bool = False  # True: densities change during training (the stats logger reads them live)
 
     def make_state(self, G, D, opt_kw: dict):
         return None
 
     def setup(self, state) -> None:
         pass
+
+    def before_resume(self, saved: dict) -> None:
+        """Refuse a checkpoint this technique cannot continue (raise a DeganError naming the fix)."""
 
     def callbacks(self, state) -> list:
         return []
