@@ -4,7 +4,7 @@ Runs the demo into a fresh temporary folder (or summarises an existing demo run 
 total wall time, per-level train/eval seconds and the metrics to benchmarks/results/demo_cpu.json.
 
     python benchmarks/bench_demo.py                 # run the demo and time it
-    python benchmarks/bench_demo.py --run-dir runs/ticket-dcgan-faces100-XXXX --wall-seconds 610
+    python benchmarks/bench_demo.py --run-dir runs/ticket-demo-XXXX --wall-seconds 610
 """
 
 from __future__ import annotations

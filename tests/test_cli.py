@@ -230,3 +230,12 @@ def test_help_lists_every_registered_model():
     out = CliRunner().invoke(main, ["train", "--help"]).output
     flat = " ".join(out.split())
     assert len(list_models()) >= 4 and all(name in flat for name in list_models())
+
+
+def test_name_gives_a_readable_run_folder_and_keeps_the_hash(tmp_path):
+    base = ["train", "--data", "faces100", "--outdir", tmp_path, "--dry-run", "--threads", "1"]
+    plain = CliRunner().invoke(main, [str(a) for a in base]).output.splitlines()[-1]
+    named = CliRunner().invoke(main, [str(a) for a in base + ["--name", "My Emoji Run"]]).output.splitlines()[-1]
+    via_set = CliRunner().invoke(main, [str(a) for a in base + ["--set", "name=my emoji run"]]).output.splitlines()[-1]
+    assert plain.startswith("# run folder:") and "train-dcgan-faces100-" in plain
+    assert named.endswith("train-my-emoji-run-" + plain[-8:]) and via_set == named  # same hash: a label only

@@ -169,8 +169,10 @@ def test_too_few_usable_images_lists_bad_files(tmp_path: Path):
     _save(tmp_path / "ok.png", _img("RGB", (8, 8)))
     for i in range(12):
         (tmp_path / f"bad{i:02d}.png").write_bytes(b"not a png at all")
-    with pytest.warns(UserWarning), pytest.raises(DataError, match=r"(?s)only 1 usable.*bad00\.png: UnidentifiedImageError: not a recognised.*and 2 more"):
+    with pytest.raises(DataError, match=r"only 1 usable.*bad00\.png: UnidentifiedImageError: not a recognised.*and 2 more"
+                                        r".*replace or remove the unreadable files") as e:
         load_dataset(str(tmp_path), resolution=8, min_images=2)
+    assert "\n" not in str(e.value)  # the CLI shows it as one error line
 
 
 def test_dataset_json_labels(tmp_path: Path):
@@ -303,6 +305,21 @@ def test_npz_images_key_nchw_float_and_x_key_nhw(tmp_path: Path):
     np.savez(tmp_path / "d.npz", pixels=f)
     with pytest.raises(DataError, match="no image array.*x_train"):
         load_dataset(str(tmp_path / "d.npz"), resolution=16)
+
+
+def test_npz_layout_ties_prefer_square_images_and_refuse_the_rest():
+    from degan.data.formats import array_to_nchw
+
+    assert array_to_nchw(np.zeros((2, 4, 4, 3), np.uint8), "x")[1] == "NHWC"  # 4x4 RGB, not 4x3 RGBA
+    assert array_to_nchw(np.zeros((2, 3, 4, 4), np.uint8), "x")[1] == "NCHW"  # 4x4 RGB, not 3x4 RGBA
+    assert array_to_nchw(np.zeros((2, 28, 28), np.uint8), "x")[1] == "NHW"
+    for shape in [(2, 3, 3, 3), (2, 3, 16, 3)]:
+        with pytest.raises(DataError, match="ambiguous"):
+            array_to_nchw(np.zeros(shape, np.uint8), "x")
+    with pytest.raises(DataError, match=r"one HxWxC image.*\(1, 16, 16, 3\)"):
+        array_to_nchw(np.zeros((16, 16, 3), np.uint8), "x")
+    with pytest.raises(DataError, match="1 NaN/inf"):
+        array_to_nchw(np.array([[[0.5, np.nan]]], np.float32), "x")
 
 
 # --------------------------------------------------------------------------- builtin and real data

@@ -106,3 +106,23 @@ def test_a_stage_warns_when_the_disk_is_too_small(tmp_path, monkeypatch):
     est_one = sum(t.numel() * t.element_size() for k in ("G", "D", "G_ema") for t in state[k].values())
     assert est_one <= written  # the estimate's parts are all in a real checkpoint
     assert stage.stage_bytes_needed.__doc__
+
+
+def test_a_feature_cache_that_cannot_be_written_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    from degan.metrics.evaluate import RealFeatureCache
+
+    cache = RealFeatureCache(tmp_path / "reference-features")
+    real_save = torch.save
+
+    def full(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.warns(UserWarning, match="could not write the feature cache .*continuing without caching"):
+        out = cache.get_or_compute({"k": 1}, lambda: torch.ones(3, 2))
+    assert out.dtype == torch.float64 and torch.equal(out, torch.ones(3, 2, dtype=torch.float64))
+    assert not list((tmp_path / "reference-features").glob("*.pt"))  # nothing half-written
+    monkeypatch.setattr(torch, "save", real_save)
+    assert cache.load({"k": 1}) is None  # and the next run computes and caches it
+    cache.get_or_compute({"k": 1}, lambda: torch.ones(3, 2))
+    assert cache.load({"k": 1}) is not None

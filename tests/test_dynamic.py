@@ -27,7 +27,7 @@ from degan.pruning.dynamic import (
     weight_parameters,
 )
 from degan.pruning.mask import add_masks, enforce_masks, raw_weight
-from degan.report.dynamic import plot_density, plot_fid_regen
+from degan.report.dynamic import metric_label, plot_density, plot_fid_regen
 from degan.train import StatsLogger, Trainer
 from degan.train.regen import (
     DynamicPruning,
@@ -390,8 +390,9 @@ def test_trainer_with_dynamic_masks(tmp_path):
         return next(fids)
 
     log = tmp_path / "dynamic.jsonl"
+    lines = []
     dyn = DynamicPruning(lam=5e-4, regen_every_kimg=0.016, trigger="reference", evaluate=evaluate, log_path=log,
-                         log_kimg=0.016)
+                         log_kimg=0.016, metric="kid_train", log=lines.append)
     probe = PhaseProbe()
     stats_path = tmp_path / "stats.jsonl"
     trainer = Trainer(state, images(), dyn.wrap(GANObjective("hinge")), total_kimg=0.112, batch_D=8, batch_G=8,
@@ -422,6 +423,11 @@ def test_trainer_with_dynamic_masks(tmp_path):
     assert png.stat().st_size > 0 and csv.read_text().startswith("kimg,cur_nimg,phase,net,layer,density")
     png, csv = plot_fid_regen(log, tmp_path / "fid.png")
     assert png.stat().st_size > 0 and len(csv.read_text().splitlines()) == 8
+    assert csv.read_text().splitlines()[1].endswith(",kid_train")  # the plot is labelled with the metric used
+    assert metric_label("kid_train") == "KID (train)" and metric_label("fid") == "FID"
+    # one console line per regeneration check, naming the metric and the decision
+    assert len(lines) == 7 and all(ln.startswith("[degan] RG-GAN check at kimg") and "kid_train" in ln for ln in lines)
+    assert sum("-> regenerate" in ln for ln in lines) == 1 and sum("-> resume_pruning" in ln for ln in lines) == 1
     with pytest.raises(DataError, match="no FID records"):
         plot_fid_regen(tmp_path / "stats.jsonl", tmp_path / "x.png")
 

@@ -272,5 +272,11 @@ def test_channel_branch_and_compact_export_from_the_cli(tmp_path, folder):
     assert sum(p.numel() for p in G_compact.parameters()) == d["params_G_compact"]
     assert not any("mask" in k for k in G_compact.state_dict())
     run(["generate", r / "level_0_channel", "--seeds", "0-3", "--grid", tmp_path / "c.png"])
-    res = run(["export", r / "level_0", "--out", tmp_path / "x"], expect=2)
-    assert "--compact" in res
+    # without flags: the plain generator, a torch.export program that loads without degan, and how to load both
+    run(["export", r / "level_0", "--out", tmp_path / "x"])
+    G_ts = torch.export.load(str(tmp_path / "x" / "generator.pt2")).module()
+    with torch.no_grad():
+        G0 = load_stage_generator(r / "level_0")
+        assert torch.allclose(G_ts(z), G0(z), atol=1e-5) and G_ts(torch.randn(7, G0.z_dim)).shape[0] == 7
+    text = (tmp_path / "x" / "LOADING.md").read_text()
+    assert "torch.export.load('x/generator.pt2').module()" in text and "load_compact('x')" in text

@@ -336,3 +336,21 @@ def test_inception_features_shape_range_and_checks(inception):
         inception(random_images(1, 0, channels=2))
     with pytest.raises(ValueError, match="4-D"):
         inception(noise[0])
+
+
+def test_feature_extraction_shows_a_bar_with_rate_and_eta(capsys):
+    from torch import nn as _nn
+
+    from degan.metrics.inception import extract_features as _extract
+
+    class Mean(_nn.Module):
+        num_features = 3
+
+        def forward(self, x):
+            return x.float().mean(dim=(2, 3))
+
+    batches = (torch.zeros(4, 3, 4, 4, dtype=torch.uint8) for _ in range(3))  # a generator: total given
+    feats = _extract(batches, Mean(), batch_size=4, progress=True, total=12, desc="generating + features")
+    err = capsys.readouterr().err
+    assert feats.shape == (12, 3)
+    assert "generating + features" in err and "/12 [" in err and "img/s" in err  # total known: ETA shown

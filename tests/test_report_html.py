@@ -121,3 +121,15 @@ def test_chromium_renders_the_report_without_errors(tiny_run, tmp_path):
     assert arr.shape[:2] == (2000, 1280)
     assert arr.std() > 20  # not a blank page
     assert len(np.unique(arr.reshape(-1, 3), axis=0)) > 200  # text, tables, plots and sample grids
+
+
+def test_config_section_compares_a_run_with_its_own_model_preset(tmp_path):
+    from degan.config import dump_yaml, resolve, set_dotted
+    from degan.report.html import _config_section
+
+    cfg = set_dotted(resolve(preset="dcgan"), "train.seed", 7)
+    (tmp_path / "config.yaml").write_text(dump_yaml(cfg))
+    html, _ = _config_section(tmp_path)
+    assert "differ from the <code>dcgan</code> preset" in html
+    rows = html.split("<details>")[0]
+    assert "train.seed" in rows and "model.name" not in rows and "train.batch_D" not in rows

@@ -73,3 +73,31 @@ def test_resume_after_a_kill_keeps_every_step_once(tmp_path):
     assert _records(stage / "monitor.jsonl") == _records(ref / "monitor.jsonl")
     steps = [r["step"] for r in _records(stage / "stats.jsonl")]
     assert steps == sorted(set(steps))
+
+
+def test_resume_after_a_kill_in_the_evaluation_repeats_no_monitor_record(tmp_path):
+    """A kill after the final checkpoint (during G_ema writing or the evaluation) resumes from that checkpoint: the
+    final records of stats.jsonl and monitor.jsonl were written before it and are not written again."""
+    d = random_image_folder(tmp_path / "imgs", 12)
+    args = ["train", "--data", str(d), "--model", "dcgan", "--width", "0.25", "--resolution", "16", "--batch", "8",
+            "--kimg", "0.056", "--snap", "0.016", "--metrics", "none", "--no-progress",
+            "--set", "train.log_kimg=0.016", "--set", "eval.monitor_every_kimg=0.016"]
+
+    def run(outdir, *extra):
+        res = CliRunner().invoke(main, [*args, "--outdir", str(outdir), *extra], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        (folder,) = [p for p in outdir.iterdir() if p.is_dir()]
+        return folder, res.output
+
+    ref, _ = run(tmp_path / "a")
+    run_b, _ = run(tmp_path / "b")
+    stage = run_b / "level_0"
+    for name in ("done.json", "G_ema.safetensors", "generator.json", "report.md"):  # killed after the checkpoint
+        (run_b / "level_0" / name if name != "report.md" else run_b / name).unlink()
+    (run_b / ".report.md.x1y2z3.tmp").write_text("partial")  # and a cut-off write in the run folder itself
+    run_b, out = run(tmp_path / "b", "--resume", "latest")
+    assert "1 temporary file(s) of an interrupted write removed" in out
+    assert not list(run_b.rglob("*.tmp"))
+    for log in ("stats.jsonl", "monitor.jsonl"):
+        assert _records(stage / log) == _records(ref / "level_0" / log), log
+    assert [r["cur_nimg"] for r in _records(stage / "monitor.jsonl")] == [0, 16, 32, 48, 56]

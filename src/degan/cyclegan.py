@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .config import from_dict, non_default, to_dict
-from .data import dataset_id, load_dataset, select_subset
+from .data import dataset_id, load_dataset, parse_background, select_subset
 from .errors import CheckpointError, ConfigError, DataError, DeganError, TrainingDivergedError
 from .fileio import append_jsonl, atomic_path, read_json, write_json, write_text
 from .lottery.layout import RunLayout, StageLayout, data_label, run_folder_name, slug
@@ -93,6 +93,8 @@ class CycleDataConfig:
         subset: per domain, a count (``"300"``) or fraction (``"0.1"``) of its images; None = all.
         subset_seed: seed of both subset draws (domain B uses ``subset_seed + 1``).
         mirror: random horizontal flip of reals (p = 0.5 per image), as the CycleGAN reference.
+        background: what transparent pixels of both domains are composited on: ``black``, ``white``, ``gray``,
+            ``random`` or ``#rrggbb`` (as ``data.background`` of :class:`degan.config.DataConfig`).
     """
 
     source_a: str | None = None
@@ -105,6 +107,7 @@ class CycleDataConfig:
     subset: str | None = None
     subset_seed: int = 0
     mirror: bool = True
+    background: str = "black"
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,10 @@ def validate(cfg: CycleGANConfig) -> CycleGANConfig:
             raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(allowed)}")
     if d.channels not in (1, 3):
         raise ConfigError(f"data.channels must be 1 or 3, got {d.channels}")
+    try:
+        parse_background(d.background)
+    except ValueError as e:
+        raise ConfigError(f"data.{e}") from None
     if d.resolution < 4 or d.resolution % 4:
         raise ConfigError(f"data.resolution must be a multiple of 4 (the generator downsamples twice), "
                           f"got {d.resolution}")
@@ -417,7 +424,8 @@ def load_domain(source: str, classes: str | None, cfg: CycleDataConfig, subset_s
         DataError: unreadable source, classes not found, impossible subset.
         DeganError: ``saved`` indices drawn from a different dataset (its size changed).
     """
-    data = load_dataset(source, resolution=cfg.resolution, channels=cfg.channels, resize=cfg.resize, split=split)
+    data = load_dataset(source, resolution=cfg.resolution, channels=cfg.channels, resize=cfg.resize, split=split,
+                        background=cfg.background)
     n_total = int(data.images.shape[0])
     pool = class_filter(data.labels, parse_classes(classes), source)
     pool = np.arange(n_total, dtype=np.int64) if pool is None else pool
@@ -433,7 +441,8 @@ def load_domain(source: str, classes: str | None, cfg: CycleDataConfig, subset_s
     info = {"source": str(source), "classes": parse_classes(classes), "split": split, "num_images": n_total,
             "num_in_classes": len(pool), "num_selected": len(indices),
             "format": data.info.get("format"), "resolution": cfg.resolution, "channels": cfg.channels,
-            "resize": cfg.resize, "class_names": data.class_names}
+            "resize": cfg.resize, "alpha": data.info["alpha"], "num_transparent": data.info["num_transparent"],
+            "class_names": data.class_names}
     images = torch.from_numpy(np.ascontiguousarray(data.images[indices]))
     return Domain(images=images, indices=indices, info=info)
 
@@ -866,7 +875,8 @@ def evaluate_translation(nets: dict[str, nn.Module], domains: dict[str, Domain],
             return extract_features(x, extractor, batch_size=e.batch_size, device=device, progress=progress)
 
         if cache is not None:
-            key = make_reference_key(dataset=f"{dataset_id(source)}|classes={parse_classes(classes)}", split=ref,
+            did = dataset_id(source, cfg.data.background)
+            key = make_reference_key(dataset=f"{did}|classes={parse_classes(classes)}", split=ref,
                                      subset=subset_hash(d.indices[:sel[k].shape[0]]), resolution=cfg.data.resolution,
                                      channels=cfg.data.channels, data_resize=cfg.data.resize, extractor=extractor)
             real_feats[k] = (cache.get_or_compute(key, compute), time.perf_counter() - t0)
@@ -1220,7 +1230,8 @@ def cli_overrides(kw: dict) -> dict:
              ("data", "classes_a"): kw.get("classes_a"), ("data", "classes_b"): kw.get("classes_b"),
              ("data", "resolution"): kw.get("resolution"),
              ("data", "channels"): int(kw["channels"]) if kw.get("channels") else None,
-             ("data", "subset"): kw.get("subset"), ("model", "width"): kw.get("width"),
+             ("data", "subset"): kw.get("subset"), ("data", "background"): kw.get("background"),
+             ("model", "width"): kw.get("width"),
              ("model", "n_blocks"): kw.get("n_blocks"), ("train", "total_kimg"): kw.get("kimg"),
              ("train", "batch"): kw.get("batch"), ("train", "seed"): kw.get("seed"),
              ("train", "snap_kimg"): kw.get("snap"), ("train", "device"): kw.get("device"),

@@ -27,3 +27,19 @@ class DiskFullError(DeganError, OSError):
     (ENOSPC's number on Linux)."""
 
     exit_code = 28
+
+
+class OutOfMemoryError(DeganError, MemoryError):
+    """The CPU allocator or CUDA ran out of memory. The message names the batch, the batch per process, the
+    micro-batch, the resolution, the model and width and the memory asked for, and suggests a setting that fits;
+    checkpoints written before are intact, so the run continues with ``--resume latest`` (after ``--batch-gpu``
+    changes: it is not part of the run hash). CLI exit code 12 (ENOMEM's number on Linux)."""
+
+    exit_code = 12
+
+
+class Interrupted(DeganError):
+    """Training was stopped by Ctrl-C (SIGINT) or SIGTERM between two iterations, after writing a checkpoint of that
+    moment; ``--resume latest`` continues bit-identically. CLI exit code 130 (128 + SIGINT)."""
+
+    exit_code = 130

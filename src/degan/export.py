@@ -7,6 +7,13 @@ ticket)::
                                     no mask buffers; channel tickets: the physically smaller network
     out_dir/generator.json          how to rebuild it: model, kwargs, kept_channels (channel tickets, else null),
                                     z_dim, resolution, img_channels, num_classes, degan version, source stage, sizes
+    out_dir/generator.pt2           the same network as a ``torch.export`` program: loads in plain PyTorch, without
+                                    degan (``torch.export.load(path).module()``); any batch size
+    out_dir/LOADING.md              how to load each file, with the shapes and value ranges
+
+An unstructured ticket's zeros are stored like any other weight, so its files are as large as the dense G's
+(``weight_density`` in ``generator.json`` says how many weights are non-zero; the files compress well, e.g. with
+zip); channel tickets are physically smaller.
 
 ``load_compact(out_dir)`` rebuilds it with ``create_model`` (no mask machinery), slices the channels of a channel
 ticket with :func:`degan.pruning.slimming.compact_generator`, and loads the state dict strictly. The exported G
@@ -25,7 +32,7 @@ from torch import nn
 
 from . import __version__
 from .errors import CheckpointError
-from .fileio import atomic_path, read_json, write_json
+from .fileio import atomic_path, read_json, write_json, write_text
 from .lottery.layout import StageLayout
 from .pruning.slimming import build_compact_generator, compact_generator, count_params, strip_parametrizations
 
@@ -34,6 +41,7 @@ __all__ = ["EXPORT_FORMAT", "export_compact", "load_compact", "load_stage_genera
 EXPORT_FORMAT = "degan-generator/1"
 WEIGHTS_FILE = "generator.safetensors"
 META_FILE = "generator.json"
+PROGRAM_FILE = "generator.pt2"
 
 
 def _finished(stage_dir: str | Path) -> StageLayout:
@@ -109,7 +117,47 @@ def export_compact(stage_dir: str | Path, out_dir: str | Path) -> Path:
         "trained_with": meta.get("degan_version"), "params": count_params(plain),
         "weight_density": nonzero / total if total else 1.0,
     })
+    traced = _write_program(plain.eval(), out / PROGRAM_FILE)
+    write_text(out / "LOADING.md", _loading_text(out, G, traced))
     return out
+
+
+def _write_program(G: nn.Module, path: Path) -> bool:
+    """Export ``G`` (eval mode) with ``torch.export`` (batch size dynamic) into ``path``; False (with a warning)
+    where this network cannot be exported."""
+    import inspect
+    import warnings
+
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))
+    args = (z,) if not getattr(G, "num_classes", 0) else (z, torch.zeros(2, dtype=torch.long))
+    try:
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        names = list(inspect.signature(G.forward).parameters)[:len(args)]
+        with torch.no_grad():
+            program = torch.export.export(G, args, dynamic_shapes={n: {0: batch} for n in names})
+        with atomic_path(path) as tmp:
+            torch.export.save(program, str(tmp))
+        return True
+    except Exception as e:  # noqa: BLE001 - the safetensors export stands without it
+        warnings.warn(f"could not export {type(G).__name__} into {path.name} ({str(e).splitlines()[0][:160]}); "
+                      f"load {WEIGHTS_FILE} with degan.export.load_compact instead", stacklevel=2)
+        return False
+
+
+def _loading_text(out: Path, G: nn.Module, traced: bool) -> str:
+    cond = int(getattr(G, "num_classes", 0))
+    call = "G(z)" if not cond else f"G(z, c)  # c: int64 [N] class labels in [0, {cond})"
+    shape = f"[N, {G.img_channels}, {G.resolution}, {G.resolution}]"
+    parts = [f"# Generator exported by degan {__version__}", "",
+             f"`G` maps z, float32 [N, {G.z_dim}] ~ N(0, I), to images, float32 {shape} in [-1, 1].", ""]
+    if traced:
+        parts += ["Plain PyTorch, no degan needed (`torch.export`; any batch size):", "", "```python", "import torch",
+                  f"G = torch.export.load('{out.name}/{PROGRAM_FILE}').module()",
+                  f"z = torch.randn(16, {G.z_dim})", "with torch.no_grad():", f"    x = {call}",
+                  "images = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # uint8 " + shape, "```", ""]
+    parts += ["With degan installed (the network as a Python module, e.g. to fine-tune it):", "", "```python",
+              "from degan.export import load_compact", f"G = load_compact('{out.name}')  # eval mode", "```", ""]
+    return "\n".join(parts)
 
 
 def load_compact(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:

@@ -97,6 +97,29 @@ def disk_full_error(path: str | os.PathLike, written: int = 0) -> OSError:
                          "--resume latest")
 
 
+def check_writable_folder(path: str | os.PathLike, what: str = "--outdir") -> None:
+    """Check, before anything is written, that ``path`` is or can become a folder this process writes into.
+
+    Nothing is created: the nearest existing folder on the way to ``path`` must be a folder with write permission
+    (:func:`os.access`, which also reports a read-only file system).
+
+    Raises:
+        DeganError: a file is in the way, or the folder is not writable (permission, read-only file system).
+    """
+    from .errors import DeganError
+
+    p = Path(path).absolute()
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is a file" if probe == p else f"is below {str(probe)!r}, which is a file"
+        raise DeganError(f"{what} {str(path)!r} {where}, not a folder; choose a folder for the run folders")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DeganError(f"{what} {str(path)!r} is not writable ({str(probe)!r}: permission denied or a read-only "
+                         f"file system); choose a folder you can write to")
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> None:
     """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically."""
     with atomic_path(path) as tmp:
@@ -157,8 +180,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 _STALE_TEMP = re.compile(r"^\..+\.tmp$|^\.tmp[A-Za-z0-9_]{6,}$")
 
 
-def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that interrupted atomic writes left under ``root`` (recursively).
+def remove_stale_temps(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Remove the temporary files that interrupted atomic writes left under ``root`` (recursively, or only directly
+    in ``root`` with ``recursive=False``).
 
     Call it only where no other process writes into ``root`` (a stage being resumed by its only writer).
 
@@ -169,7 +193,7 @@ def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
     if not writes_enabled() or not root.is_dir():
         return []
     removed = []
-    for p in root.rglob(".*"):
+    for p in root.rglob(".*") if recursive else root.glob(".*"):
         if p.is_file() and not p.is_symlink() and _STALE_TEMP.match(p.name):
             p.unlink(missing_ok=True)
             removed.append(p)

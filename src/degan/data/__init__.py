@@ -2,10 +2,12 @@
 
 Public API::
 
-    load_dataset(source, resolution=..., channels=3, resize="center_crop", split="train", min_images=2) -> ImageSet
+    load_dataset(source, resolution=..., channels=3, resize="center_crop", split="train", min_images=2,
+                 background="black") -> ImageSet
     select_subset(num_images, spec, seed=0, mode="random", labels=None, balance=False) -> int64 indices
     parse_subset(spec) -> ("fraction", f) | ("count", n) | None
-    dataset_id(source) -> str
+    dataset_id(source, background="black") -> str
+    parse_background(spec) -> "black" | "white" | "gray" | "random" | "#rrggbb"   (DataError otherwise)
 
 Formats are plug-ins in :data:`FORMATS` (see :mod:`degan.data.formats`); builtin names in :data:`BUILTINS`.
 """
@@ -20,6 +22,7 @@ from degan.data.dataset import (
     select_subset,
 )
 from degan.data.formats import (
+    BACKGROUNDS,
     BUILTINS,
     FORMATS,
     IMAGE_EXTENSIONS,
@@ -27,10 +30,12 @@ from degan.data.formats import (
     RawData,
     Reader,
     detect_format,
+    parse_background,
     supported_formats,
 )
 
 __all__ = [
+    "BACKGROUNDS",
     "BUILTINS",
     "FORMATS",
     "IMAGE_EXTENSIONS",
@@ -43,6 +48,7 @@ __all__ = [
     "dataset_id",
     "detect_format",
     "load_dataset",
+    "parse_background",
     "parse_subset",
     "select_subset",
     "supported_formats",

@@ -17,6 +17,13 @@ Channels: ``channels=3`` replicates grayscale; ``channels=1`` converts RGB with 
 (``L = (19595 R + 38470 G + 7471 B + 2**15) >> 16``, i.e. 0.299/0.587/0.114, the same fixed-point formula as
 PIL's ``convert("L")``).
 
+Transparency: images with alpha (RGBA/LA/palette PNGs, 4-channel arrays) are composited on ``background`` first, at
+their stored size, before channels, cropping and resampling: ``out = (rgb * a + bg * (255 - a) + 127) // 255``, the
+rounded ``rgb * a/255 + bg * (1 - a/255)``. ``black`` (default) is exactly the historical ``(rgb * a + 127) // 255``;
+``white``, ``gray`` (128), a hex colour ``#rrggbb``, or ``random``: one colour per image, the first three bytes of
+``SHA-256("0:<i>")`` for the i-th image in load order (fixed for the run, not redrawn per epoch). Generators learn
+these composited images, so their samples are opaque RGB (or grayscale) on that background.
+
 Subsets follow SPEC section 7: a fraction or count of the training set, chosen with a recorded seed by
 ``torch.randperm`` (or the first N, as in the reference ticket code), optionally class-balanced.
 """
@@ -37,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from degan.data.formats import ALPHA_POLICY, BUILTINS, RawData, detect_format
+from degan.data.formats import (BUILTINS, RawData, alpha_policy, background_colors, composite, detect_format,
+                                 parse_background)
 from degan.errors import DataError
 
 RESAMPLE = ("bicubic, antialiased: torch.nn.functional.interpolate(mode='bicubic', antialias=True) on uint8, "
@@ -57,7 +65,9 @@ class ImageSet:
         class_names: class names indexed by label, or None.
         info: JSON-serialisable record of what was loaded and how: ``source``, ``path``, ``format``,
             ``split``, ``num_found``, ``num_usable``, ``skipped`` (list of ``{"path", "reason"}``), ``resolution``,
-            ``resize``, ``resample``, ``channels``, ``channel_policy``, ``alpha``, ``original_sizes``
+            ``resize``, ``resample``, ``channels``, ``channel_policy``, ``alpha`` (how transparency was
+            composited), ``background``, ``num_alpha`` / ``num_transparent`` (images with an alpha channel / with
+            any pixel not fully opaque), ``original_sizes``
             (``"WxH" -> count``), ``original_modes``, ``num_resampled``, ``num_upscaled`` and format notes.
     """
 
@@ -142,10 +152,38 @@ _RESIZE_TEXT = {
 }
 
 
-def _finish(raw: RawData, resolution: int, channels: int, resize: str) -> tuple[np.ndarray, dict]:
-    """Apply channel policy + geometry + resampling. Returns (uint8 [N, C, R, R], stats)."""
+def _composite_alpha(items: np.ndarray | list[np.ndarray], background: str
+                     ) -> tuple[np.ndarray | list[np.ndarray], dict]:
+    """Composite every image with alpha (2 or 4 channels, alpha last) on ``background``; others are returned as they
+    are (a list is updated in place). Returns (images with C in {1, 3}, ``{"num_alpha", "num_transparent"}``)."""
+    n = len(items)
+    has_alpha = [i for i in range(n) if items[i].shape[-3] in (2, 4)] if isinstance(items, list) else (
+        list(range(n)) if items.shape[1] in (2, 4) else [])
+    stats = {"num_alpha": len(has_alpha), "num_transparent": 0}
+    if not has_alpha:
+        return items, stats
+    colors = background_colors(background, n)
+    if isinstance(items, list):
+        for i in has_alpha:
+            stats["num_transparent"] += int(items[i][-1].min() < 255)
+            items[i] = composite(items[i][None], colors[i:i + 1])[0]
+        return items, stats
+    rgb = items.shape[1] == 4 or not np.all(colors == colors[:, :1])  # one channel count for the whole array
+    out = np.empty((n, 3 if rgb else 1) + items.shape[2:], dtype=np.uint8)
+    for i in range(0, n, _CHUNK):
+        chunk = items[i:i + _CHUNK]
+        stats["num_transparent"] += int((chunk[:, -1].reshape(len(chunk), -1).min(axis=1) < 255).sum())
+        out[i:i + _CHUNK] = composite(chunk, colors[i:i + _CHUNK], rgb=rgb)
+    return out, stats
+
+
+def _finish(raw: RawData, resolution: int, channels: int, resize: str,
+            background: str = "black") -> tuple[np.ndarray, dict]:
+    """Composite alpha on ``background``, then apply channel policy + geometry + resampling.
+
+    Returns (uint8 [N, C, R, R], stats)."""
     geom = _GEOMETRY[resize]
-    items = raw.images
+    items, alpha_stats = _composite_alpha(raw.images, background)
     n = len(items)
     sizes: dict[str, int] = {}
     if isinstance(items, np.ndarray):
@@ -191,7 +229,7 @@ def _finish(raw: RawData, resolution: int, channels: int, resize: str) -> tuple[
             out[idx] = arr
     top_sizes = dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:20])
     return out, {"original_sizes": top_sizes, "num_distinct_sizes": len(sizes),
-                 "num_resampled": resampled, "num_upscaled": upscaled}
+                 "num_resampled": resampled, "num_upscaled": upscaled, **alpha_stats}
 
 
 # --------------------------------------------------------------------------- load
@@ -211,8 +249,11 @@ def _resolve(source: str) -> tuple[Path | None, str | None]:
                     f"({', '.join(BUILTINS.names())}); check the path")
 
 
+_WARNED_BLACK: set[str] = set()
+
+
 def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str = "center_crop",
-                 split: str = "train", min_images: int = 2) -> ImageSet:
+                 split: str = "train", min_images: int = 2, background: str = "black") -> ImageSet:
     """Load a dataset from a builtin name or a path, as uint8 NCHW at one square resolution.
 
     The format is detected (see :mod:`degan.data.formats`): builtin ``faces100``; an image folder (recursive,
@@ -221,7 +262,9 @@ def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str
     a ``.npz`` with image/label arrays.
 
     Unreadable, truncated or zero-byte image files are skipped, listed in ``info["skipped"]`` and summarised
-    in a :class:`UserWarning`.
+    in a :class:`UserWarning`. A set whose images are all identical (after resizing) is loaded with a
+    :class:`UserWarning` too, and so is one with transparent images composited on the default black (one line that
+    names the other backgrounds, once per source and process).
 
     Args:
         source: builtin name (``"faces100"``) or a path to a file or folder (an existing path wins over a
@@ -232,14 +275,17 @@ def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str
         split: ``"train"`` or ``"test"`` where the format has both; folders, zips and ``faces100`` have only
             ``"train"``. For a single idx file the file name decides (``t10k-*`` is the test split).
         min_images: fewest usable images accepted.
+        background: what transparent pixels are composited on (``data.background``): ``"black"``, ``"white"``,
+            ``"gray"``, ``"random"`` (a fixed colour per image) or ``"#rrggbb"`` (see the module docstring).
 
     Returns:
         ImageSet with ``images`` uint8 ``[N, channels, R, R]`` in [0, 255], ``labels`` int64 ``[N]`` or None.
 
     Raises:
         DataError: missing path; no images found; unknown format (lists the supported ones); wrong split;
-            corrupt archive or idx file; fewer than ``min_images`` usable images (lists the bad files);
-            ``resize="none"`` with images of another size; invalid ``resolution``/``channels``/``resize``.
+            corrupt archive or idx file; fewer than ``min_images`` usable images (one line listing the bad files);
+            ``resize="none"`` with images of another size; invalid ``resolution``/``channels``/``resize``/
+            ``background``.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
         raise DataError(f"resolution must be a positive integer number of pixels, got {resolution!r}")
@@ -252,6 +298,7 @@ def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     if isinstance(min_images, bool) or not isinstance(min_images, (int, np.integer)) or min_images < 1:
         raise DataError(f"min_images must be a positive integer, got {min_images!r}")
+    background = parse_background(background)
 
     path, builtin = _resolve(source)
     if builtin is not None:
@@ -259,19 +306,29 @@ def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str
     else:
         raw = detect_format(path).read(path, split)
 
+    if len(raw) < min_images:  # one line: the unreadable files, then what to do
+        bad = "; ".join(f"{s['path']}: {s['reason']}" for s in raw.skipped[:10])
+        more = f" ... and {len(raw.skipped) - 10} more" if len(raw.skipped) > 10 else ""
+        detail = f"; unreadable files: {bad}{more}" if raw.skipped else ""
+        todo = "replace or remove the unreadable files, or add" if raw.skipped else "add"
+        raise DataError(f"{str(source)!r} has only {len(raw)} usable image(s) of {raw.num_found} found, fewer than "
+                        f"min_images={min_images}{detail}; {todo} images until at least {min_images} can be read")
     if raw.skipped:
         shown = "; ".join(f"{s['path']} ({s['reason']})" for s in raw.skipped[:3])
         more = f" and {len(raw.skipped) - 3} more" if len(raw.skipped) > 3 else ""
         warnings.warn(f"skipped {len(raw.skipped)} of {raw.num_found} image files in {str(source)!r} that could not "
                       f"be read: {shown}{more}; the full list is in info['skipped']", stacklevel=2)
-    if len(raw) < min_images:
-        bad = "\n".join(f"  {s['path']}: {s['reason']}" for s in raw.skipped[:10])
-        more = f"\n  ... and {len(raw.skipped) - 10} more" if len(raw.skipped) > 10 else ""
-        detail = f"; unreadable files:\n{bad}{more}" if raw.skipped else ""
-        raise DataError(f"{str(source)!r} has only {len(raw)} usable image(s) of {raw.num_found} found, fewer than "
-                        f"min_images={min_images}{detail}")
 
-    images, stats = _finish(raw, resolution, channels, resize)
+    images, stats = _finish(raw, resolution, channels, resize, background)
+    where = builtin if path is None else str(path.resolve())
+    if background == "black" and stats["num_transparent"] and where not in _WARNED_BLACK:
+        _WARNED_BLACK.add(where)  # once per source and process (evaluation and the D monitor load it again)
+        warnings.warn(f"{stats['num_transparent']} of {len(images)} images in {str(source)!r} have transparency and "
+                      "were composited on black; --background white|gray|random|#rrggbb (data.background) chooses "
+                      "another", stacklevel=2)
+    if len(images) > 1 and np.array_equal(images[0], images[-1]) and bool((images == images[0]).all()):
+        warnings.warn(f"all {len(images)} images of {str(source)!r} are identical at {resolution}x{resolution}; a GAN "
+                      "trained on them can only learn that one picture", stacklevel=2)
     info = {
         "source": str(source),
         "path": None if path is None else str(path.resolve()),
@@ -287,7 +344,8 @@ def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str
         "resample": RESAMPLE,
         "channels": channels,
         "channel_policy": "grayscale replicated to 3 channels" if channels == 3 else LUMA,
-        "alpha": ALPHA_POLICY,
+        "alpha": alpha_policy(background),
+        "background": background,
         "original_modes": {str(k): int(v) for k, v in raw.modes.items()},
         **stats,
         "num_classes": 0 if raw.class_names is None else len(raw.class_names),
@@ -300,7 +358,7 @@ def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str
 # --------------------------------------------------------------------------- dataset id
 
 
-def dataset_id(source: str) -> str:
+def dataset_id(source: str, background: str = "black") -> str:
     """A stable short id for cache keys (e.g. real-image statistics).
 
     A builtin name is its own id. A path gives ``"<name>-<10 hex>"``: the file or folder name (non
@@ -308,12 +366,18 @@ def dataset_id(source: str) -> str:
     path plus, for a file, its size and mtime (ns); for a folder, the count, total size and latest mtime of all
     files below it. Editing, adding or removing files changes the id.
 
+    A ``background`` other than black (the images' transparency composited on another colour: other pixels) is
+    appended as ``"<id>|background=<background>"``, for caches of loaded pixels such as reference features; run
+    folder names use the plain id (the config hash tells backgrounds apart there).
+
     Raises:
-        DataError: if ``source`` is neither an existing path nor a builtin name.
+        DataError: if ``source`` is neither an existing path nor a builtin name, or ``background`` is invalid.
     """
+    background = parse_background(background)
+    suffix = "" if background == "black" else f"|background={background}"
     path, builtin = _resolve(source)
     if builtin is not None:
-        return builtin
+        return builtin + suffix
     path = path.resolve()
     h = hashlib.sha256(str(path).encode())
     if path.is_dir():
@@ -332,7 +396,7 @@ def dataset_id(source: str) -> str:
         st = path.stat()
         h.update(f"|file|{st.st_size}|{st.st_mtime_ns}".encode())
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.name)[:40] or "data"
-    return f"{name}-{h.hexdigest()[:10]}"
+    return f"{name}-{h.hexdigest()[:10]}{suffix}"
 
 
 # --------------------------------------------------------------------------- subsets

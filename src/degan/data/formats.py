@@ -5,12 +5,13 @@ Every reader is a :class:`Reader` in the :data:`FORMATS` registry with a ``detec
 (no ``if``/``elif`` ladder over formats). Builtin datasets (``faces100``) live in :data:`BUILTINS`.
 
 Readers do *not* resize or change the channel count; they only decode and normalise every image to
-uint8 with 1 channel (grayscale modes) or 3 channels (colour modes). Decisions made here, recorded in
-``RawData.notes``:
+uint8 with 1 channel (grayscale modes) or 3 channels (colour modes), plus the alpha channel where the image has
+one (2 = gray + alpha, 4 = RGB + alpha). Decisions made here, recorded in ``RawData.notes``:
 
-- Alpha (``RGBA``, ``LA``, ``PA``, palette images with transparency) is **composited on black**
-  (``rgb * alpha / 255``), so fully transparent pixels become black rather than showing whatever colour
-  happens to be stored under them.
+- Alpha (``RGBA``, ``LA``, ``PA``, palette images with transparency, premultiplied ``RGBa``/``La``, 4-channel
+  arrays) is **kept**; :func:`degan.data.load_dataset` composites it on the background its ``background``
+  argument names (``data.background``, default black: ``rgb * alpha / 255``, as before), so fully transparent
+  pixels never show whatever colour happens to be stored under them. See :func:`parse_background`.
 - 16/32-bit integer images (``I;16``, ``I``) are scaled from [0, 65535] to [0, 255] when any value exceeds
   255; float images (``F``) are scaled by 255 when all values are in [0, 1], else clipped to [0, 255].
 - Bilevel (``1``) becomes ``L``; ``CMYK``/``YCbCr``/``LAB``/``HSV`` and any other colour mode become ``RGB``.
@@ -44,6 +45,13 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 """File extensions read from image folders and zips (matched case-insensitively)."""
 
 ALPHA_POLICY = "composited on black (rgb * alpha / 255)"
+"""``info["alpha"]`` of the default background (the behaviour of every release so far)."""
+BACKGROUNDS: tuple[str, ...] = ("black", "white", "gray", "random")
+"""Named backgrounds for alpha compositing; a hex colour ``#rrggbb`` is accepted too."""
+BACKGROUND_COLORS: dict[str, tuple[int, int, int]] = {"black": (0, 0, 0), "white": (255, 255, 255),
+                                                      "gray": (128, 128, 128)}
+RANDOM_BACKGROUND_SEED = 0
+"""Fixed seed of ``background="random"``: image i gets the first three bytes of ``SHA-256("<seed>:<i>")``."""
 SPLITS: tuple[str, ...] = ("train", "test")
 
 FASHION_MNIST_CLASSES = [
@@ -57,7 +65,8 @@ class RawData:
 
     Attributes:
         images: either one uint8 array ``[N, C, H, W]`` (all images the same size) or a list of N uint8
-            arrays ``[C, H, W]`` of varying sizes; ``C`` is 1 (grayscale) or 3 (RGB), values in [0, 255].
+            arrays ``[C, H, W]`` of varying sizes; ``C`` is 1 (grayscale) or 3 (RGB), or 2 / 4 with the alpha
+            channel last (composited by :func:`degan.data.load_dataset`), values in [0, 255].
         labels: int64 ``[N]`` class indices in ``[0, len(class_names))``, or None.
         class_names: names of the classes (index = label), or None when unknown.
         format: the reader's registry name.
@@ -155,15 +164,65 @@ def _has_ext(name: str) -> bool:
 # --------------------------------------------------------------------------- PIL decoding
 
 
-def _composite(arr: np.ndarray) -> np.ndarray:
-    """``[H, W, C+1]`` with alpha last -> ``[H, W, C]`` composited on black (uint8)."""
-    color = arr[..., :-1].astype(np.uint16)
-    alpha = arr[..., -1:].astype(np.uint16)
-    return ((color * alpha + 127) // 255).astype(np.uint8)
+def parse_background(spec) -> str:
+    """Check a background for alpha compositing; returns it normalised (names and hex digits lower case).
+
+    ``black`` (the default: ``rgb * a / 255``), ``white``, ``gray`` (128), ``random`` (one colour per image, fixed:
+    see :data:`RANDOM_BACKGROUND_SEED`) or a hex colour ``#rrggbb``.
+
+    Raises:
+        DataError: anything else; the message names the valid values.
+    """
+    s = spec.strip().lower() if isinstance(spec, str) else None
+    if s in BACKGROUNDS or (s is not None and re.fullmatch(r"#[0-9a-f]{6}", s)):
+        return s
+    raise DataError(f"background {spec!r} is not valid; choose black, white, gray, random or a hex colour #rrggbb "
+                    f"(e.g. #ff8800)")
+
+
+def background_colors(background: str, n: int) -> np.ndarray:
+    """uint8 ``[n, 3]``: the RGB colour image i (0-based, in load order) is composited on."""
+    bg = parse_background(background)
+    if bg == "random":
+        import hashlib
+
+        return np.array([list(hashlib.sha256(f"{RANDOM_BACKGROUND_SEED}:{i}".encode()).digest()[:3])
+                         for i in range(n)], dtype=np.uint8).reshape(n, 3)
+    rgb = BACKGROUND_COLORS.get(bg) or tuple(int(bg[i:i + 2], 16) for i in (1, 3, 5))
+    return np.tile(np.array(rgb, dtype=np.uint8), (n, 1))
+
+
+def alpha_policy(background: str) -> str:
+    """The ``info["alpha"]`` text of a background."""
+    bg = parse_background(background)
+    if bg == "black":
+        return ALPHA_POLICY
+    what = {"random": "a random colour per image (fixed: SHA-256 of the image index)",
+            "gray": "gray (#808080)", "white": "white (#ffffff)"}.get(bg, bg)
+    return f"composited on {what} (rgb * alpha / 255 + background * (1 - alpha / 255))"
+
+
+def composite(x: np.ndarray, colors: np.ndarray, rgb: bool | None = None) -> np.ndarray:
+    """uint8 ``[N, C+1, H, W]`` (alpha last, C in {1, 3}) on per-image colours uint8 ``[N, 3]`` -> ``[N, C', H, W]``.
+
+    ``out = (color * a + bg * (255 - a) + 127) // 255``: the exact rounding of ``color * a/255 + bg * (1 - a/255)``,
+    and on black bit-identical to the old ``(color * a + 127) // 255``. Gray + alpha stays 1 channel (C' = 1) when
+    every colour is a gray (r = g = b), else the gray is replicated to RGB first (C' = 3); ``rgb=True`` forces RGB.
+    """
+    alpha = x[:, -1:].astype(np.uint16)
+    color = x[:, :-1].astype(np.uint16)
+    bg = colors.astype(np.uint16)[:, :, None, None]  # [N, 3, 1, 1]
+    if color.shape[1] == 1:
+        if rgb or not np.all(bg == bg[:, :1]):
+            color = np.repeat(color, 3, axis=1)
+        else:
+            bg = bg[:, :1]
+    return ((color * alpha + bg * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
 def pil_to_array(img) -> np.ndarray:
-    """Decoded PIL image -> uint8 ``[C, H, W]`` with C in {1, 3}, following the module's mode policy."""
+    """Decoded PIL image -> uint8 ``[C, H, W]`` following the module's mode policy: C in {1, 3}, or 2 / 4 for an
+    image with alpha (gray / RGB + alpha last)."""
     mode = img.mode
     if mode == "P" or mode == "PA":
         img = img.convert("RGBA" if (mode == "PA" or "transparency" in img.info) else "RGB")
@@ -175,7 +234,7 @@ def pil_to_array(img) -> np.ndarray:
     if mode in ("L", "RGB"):
         arr = np.asarray(img, dtype=np.uint8)
     elif mode in ("LA", "RGBA"):
-        arr = _composite(np.asarray(img, dtype=np.uint8))
+        arr = np.asarray(img, dtype=np.uint8)
     elif mode.startswith("I") or mode == "F":
         a = np.asarray(img)
         if mode == "F":
@@ -194,7 +253,7 @@ def pil_to_array(img) -> np.ndarray:
 
 
 def decode_image(data: bytes) -> tuple[np.ndarray, str]:
-    """Decode image bytes fully (truncation raises) -> (uint8 ``[C, H, W]``, original mode)."""
+    """Decode image bytes fully (truncation raises) -> (uint8 ``[C, H, W]``, C in {1, 2, 3, 4}; original mode)."""
     from PIL import Image, ImageOps
 
     if len(data) == 0:
@@ -250,7 +309,7 @@ def _read_image_entries(entries: list[tuple[str, Callable[[], bytes]]], fmt: str
         kept.append(name)
         modes[mode] = modes.get(mode, 0) + 1
 
-    notes: dict = {"alpha": ALPHA_POLICY}
+    notes: dict = {}
     labels = class_names = None
     if dataset_json is not None:
         labels, class_names = _labels_from_dataset_json(dataset_json(), kept, where)
@@ -299,7 +358,17 @@ def _is_hidden(rel: str) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(rel).parts)
 
 
+#: Files that together mark a degan run folder and a stage (level) folder: their PNGs are sample grids, not data.
+_RUN_MARKERS = ({"config.yaml", "subset.json"}, {"masks.safetensors", "density.json"})
+
+
 def _read_folder(path: Path, split: str) -> RawData:
+    """Images below ``path`` (recursive, hidden entries skipped, symlink loops walked once).
+
+    Raises:
+        DataError: ``path`` is or holds a degan run or level folder (its PNGs are sample grids); see also
+            :func:`_read_image_entries`.
+    """
     _check_split(split, ("train",), f"image folder {str(path)!r} (a folder is one split; point at another "
                                     f"folder for test images)")
     entries = []
@@ -310,6 +379,11 @@ def _read_folder(path: Path, split: str) -> RawData:
             dirnames[:] = []
             continue
         seen_dirs.add(real)
+        if any(marker <= set(filenames) for marker in _RUN_MARKERS):
+            inner = Path(os.path.relpath(dirpath, path)).as_posix()
+            where = "" if inner == "." else f" (it holds one: {inner})"
+            raise DataError(f"{str(path)!r} is a degan run folder, not a dataset{where}: its images are sample "
+                            "grids. Pass the image folder the run was trained on (data.json in the run names it)")
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__MACOSX"
                        and os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs]
         for fn in filenames:
@@ -323,13 +397,29 @@ def _read_folder(path: Path, split: str) -> RawData:
                                (lambda: dj.read_bytes()) if dj.is_file() else None)
 
 
+def _escapes(name: str) -> bool:
+    """Whether a zip member name is absolute or climbs out of the archive (``..``), also with backslashes."""
+    p = PurePosixPath(name.replace("\\", "/"))
+    return p.is_absolute() or ".." in p.parts or bool(re.match(r"^[A-Za-z]:", name))
+
+
 def _read_zip(path: Path, split: str) -> RawData:
+    """Images in a zip (same rules as a folder); nothing is extracted to disk.
+
+    Raises:
+        DataError: not a readable zip; a member name that is absolute or contains ``..`` (zip slip).
+    """
     _check_split(split, ("train",), f"zip {str(path)!r} (a zip is one split)")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"{str(path)!r} is not a readable zip file ({e}); re-create the archive") from None
     with zf:
+        unsafe = [i.filename for i in zf.infolist() if _escapes(i.filename)]
+        if unsafe:
+            raise DataError(f"zip {str(path)!r} has member names that point outside the archive (e.g. "
+                            f"{', '.join(repr(n) for n in unsafe[:3])}): absolute paths or '..' parts, as in a "
+                            "zip-slip attack. Re-create the archive with relative names inside it")
         infos = [i for i in zf.infolist() if not i.is_dir() and _has_ext(i.filename) and not _is_hidden(i.filename)]
         entries = [(i.filename, lambda i=i: zf.read(i)) for i in infos]
         dj = [i for i in zf.infolist() if i.filename == "dataset.json"]
@@ -579,18 +669,30 @@ _NPZ_KEYS = {"x_train": ("x_train", "y_train", "train"), "x_test": ("x_test", "y
 
 
 def array_to_nchw(x: np.ndarray, what: str) -> tuple[np.ndarray, str]:
-    """An image array (NHWC, NCHW or NHW; uint8, integer in [0, 255], or float in [0, 1]) -> uint8 NCHW, C in {1, 3}.
+    """An image array (NHWC, NCHW or NHW; uint8, integer in [0, 255], or float in [0, 1]) -> uint8 NCHW, C in {1, 3, 4}.
 
-    Returns the array and the layout name. 4-channel arrays are RGBA and are composited on black.
+    Returns the array and the layout name. 4-channel arrays are RGBA; their alpha is kept (composited by
+    :func:`degan.data.load_dataset` on ``data.background``). When both NHWC and
+    NCHW readings are possible (the sizes of axes 1 and 3 are both channel counts), the one with square images wins.
 
     Raises:
-        DataError: for another rank, an ambiguous/unsupported channel count, or out-of-range values.
+        DataError: for another rank, an unsupported channel count, a layout that stays ambiguous (both or neither
+            reading square), a 3-D array that looks like one HxWxC image, NaN/inf or out-of-range values.
     """
+    shape, ch = tuple(x.shape), (1, 3, 4)
+    if x.ndim == 3 and shape[2] in (3, 4) and shape[1] > shape[2]:
+        raise DataError(f"{what} has shape {shape}: read as NHW it would be {shape[0]} grayscale images of "
+                        f"{shape[1]}x{shape[2]} pixels; if it is one HxWxC image, store it as NHWC with a leading "
+                        f"image axis, shape (1, {shape[0]}, {shape[1]}, {shape[2]})")
+    if x.ndim == 4 and shape[-1] in ch and shape[1] in ch and (shape[1] == shape[2]) == (shape[2] == shape[3]):
+        raise DataError(f"{what} has shape {shape}, ambiguous between NHWC ({shape[1]}x{shape[2]} images with "
+                        f"{shape[3]} channels) and NCHW ({shape[2]}x{shape[3]} images with {shape[1]} channels); "
+                        f"store square images as NHWC (N, H, W, C) or NCHW (N, C, H, W) with H = W")
     if x.ndim == 3:
         x, layout = x[:, None], "NHW"
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4):
+    elif x.ndim == 4 and shape[-1] in ch and not (shape[1] in ch and shape[2] == shape[3]):
         x, layout = x.transpose(0, 3, 1, 2), "NHWC"
-    elif x.ndim == 4 and x.shape[1] in (1, 3, 4):
+    elif x.ndim == 4 and shape[1] in ch:
         layout = "NCHW"
     else:
         raise DataError(f"{what} has shape {x.shape}; expected images as NHWC or NCHW with 1, 3 or 4 channels, "
@@ -598,8 +700,12 @@ def array_to_nchw(x: np.ndarray, what: str) -> tuple[np.ndarray, str]:
     if x.dtype == np.uint8:
         pass
     elif np.issubdtype(x.dtype, np.floating):
-        lo, hi = (float(np.nanmin(x)), float(np.nanmax(x))) if x.size else (0.0, 1.0)
-        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-6 or hi > 1 + 1e-6:
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise DataError(f"{what} holds {bad} NaN/inf value(s) (e.g. {x[~np.isfinite(x)].flat[0]}); images must "
+                            "be finite: fix or drop those images, floats in [0, 1] or uint8 in [0, 255]")
+        lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (0.0, 1.0)
+        if lo < -1e-6 or hi > 1 + 1e-6:
             raise DataError(f"{what} is float with values in [{lo:.4g}, {hi:.4g}]; float images must be in "
                             f"[0, 1] (or store uint8 in [0, 255])")
         x = np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
@@ -610,8 +716,6 @@ def array_to_nchw(x: np.ndarray, what: str) -> tuple[np.ndarray, str]:
         x = x.astype(np.uint8)
     else:
         raise DataError(f"{what} has dtype {x.dtype}; expected uint8, integers in [0, 255] or floats in [0, 1]")
-    if x.shape[1] == 4:
-        x = _composite(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     return np.ascontiguousarray(x), layout
 
 
@@ -620,7 +724,8 @@ def _read_npz(path: Path, split: str) -> RawData:
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"cannot read {str(path)!r} as a numpy .npz ({type(e).__name__}: {e})") from None
+        raise DataError(f"cannot read {str(path)!r} as a numpy .npz ({type(e).__name__}: {e}); it may be truncated "
+                        "or not an .npz: re-create it with numpy.savez") from None
     with z:
         keys = set(z.files)
         cands = [(k, lk) for k, (_, lk, s) in _NPZ_KEYS.items() if k in keys and s == split]

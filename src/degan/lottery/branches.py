@@ -88,7 +88,8 @@ def transfer_experiment(exp: Experiment, data: str, stage: StageLayout, adapt: b
     cfg = exp.cfg
     res, ch = cfg.data.resolution, cfg.data.channels
     try:
-        ds = load_dataset(data, resolution=res, channels=ch, resize=cfg.data.resize if adapt else "none")
+        ds = load_dataset(data, resolution=res, channels=ch, resize=cfg.data.resize if adapt else "none",
+                          background=cfg.data.background)
     except DataError as e:
         if not adapt and "resize" in str(e):
             raise DataError(f"transfer dataset {data!r} has images of another resolution than the ticket's {res} px "

@@ -23,10 +23,10 @@ from .. import __version__
 from ..config import RunConfig, config_hash, dump_yaml, load_file, parse_rewind, to_dict
 from ..data import dataset_id, load_dataset, select_subset
 from ..errors import CheckpointError, DeganError
-from ..fileio import atomic_path, read_json, write_json, write_text
+from ..fileio import atomic_path, check_writable_folder, read_json, write_json, write_text
 from ..models import create_model
 from ..pruning import Mask, add_masks, ones_like_mask
-from ..train.checkpoint import latest_checkpoint, load_checkpoint
+from ..train.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from ..train.loop import Callback, Trainer, float_to_images
 from ..train import distributed as ddp
 from .layout import RunLayout, StageLayout, run_folder_name
@@ -86,7 +86,8 @@ def repeat_conditions(cfg: RunConfig | None = None) -> dict:
     if cfg is not None:
         out.update(device=cfg.train.device, precision=cfg.train.precision, seed=cfg.train.seed,
                    subset_seed=cfg.data.subset_seed, eval_seed=cfg.eval.seed, channels_last=cfg.train.channels_last,
-                   compile=cfg.train.compile, cudnn_benchmark=cfg.train.cudnn_benchmark)
+                   compile=cfg.train.compile, cudnn_benchmark=cfg.train.cudnn_benchmark,
+                   batch_gpu=cfg.train.batch_gpu)
     return out
 
 
@@ -241,15 +242,17 @@ def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) ->
 
     Raises:
         DataError: the data cannot be loaded or the subset is impossible.
-        DeganError: the run folder holds a different subset than the config asks for; a conditional model on
-            unlabelled data, or with a class count that does not fit the data or the run folder.
+        DeganError: ``outdir`` cannot hold run folders (a file, not writable); the run folder holds a different
+            subset than the config asks for; a conditional model on unlabelled data, or with a class count that does
+            not fit the data or the run folder.
     """
+    check_writable_folder(outdir, "--outdir")
     device = resolve_device(cfg.train.device)
     given, data = cfg, None  # the run folder is named by the config as given (as `--dry-run` shows it)
     resolve_classes(cfg, None) if not cfg.model.conditional else None  # checks num_classes is not set alone
     if cfg.model.conditional:  # the class count comes from the data's labels
         data = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
-                            resize=cfg.data.resize)
+                            resize=cfg.data.resize, background=cfg.data.background)
         cfg = resolve_classes(cfg, data.labels)
     G, D = build_networks(cfg)  # fail on model options (e.g. a resolution the model lacks) before writing
     if cfg.advaug.enabled:  # and on AdvAug split points the model does not have
@@ -259,10 +262,10 @@ def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) ->
         split_D(D, cfg.advaug.split_D)
     if data is None:
         data = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
-                            resize=cfg.data.resize)
+                            resize=cfg.data.resize, background=cfg.data.background)
     n_total = data.images.shape[0]
     run = RunLayout(Path(outdir) / run_folder_name(kind, cfg.model.name, dataset_id(cfg.data.source),
-                                                   config_hash(given)))
+                                                   config_hash(given), cfg.name))
     if cfg.model.conditional and run.config.is_file():
         check_class_count(load_file(run.config).get("model", {}), cfg, f"the run folder {run.root}")
     if run.subset.is_file():
@@ -335,9 +338,14 @@ def load_masks(path: str | Path) -> dict[str, Mask]:
 
 
 def initial_weights(exp: Experiment) -> dict:
-    """theta_0 / phi_0: load ``init.pt`` or create it from the seed (written atomically, once per run)."""
+    """theta_0 / phi_0: load ``init.pt`` or create it from the seed (written atomically, once per run).
+
+    Raises:
+        CheckpointError: ``init.pt`` is unreadable or holds code (:func:`degan.train.checkpoint.load_weights`).
+    """
     if exp.run.init.is_file():
-        return torch.load(exp.run.init, map_location="cpu", weights_only=True)
+        return load_weights(exp.run.init, what="the run's initial weights",
+                            todo="delete the run folder to start over, or use another --outdir")
     G, D = networks_for(exp.cfg)(exp.cfg)
     init = {"G": G.state_dict(), "D": D.state_dict(), "model": to_dict(exp.cfg.model),
             "resolution": exp.cfg.data.resolution, "channels": exp.cfg.data.channels}
@@ -400,13 +408,13 @@ def evaluate_generator(exp: Experiment, G_ema: nn.Module, metrics: list[str], nu
 
     cfg = exp.cfg
     extractor = get_extractor(exp)
-    did = dataset_id(cfg.data.source)
+    did = dataset_id(cfg.data.source, cfg.data.background)  # other pixels on another background: other features
     refs: dict = {"train": (exp.images, make_reference_key(
         dataset=did, split="train", subset=subset_hash(exp.indices), resolution=cfg.data.resolution,
         channels=cfg.data.channels, data_resize=cfg.data.resize, extractor=extractor))}
     if any(m.endswith("_test") for m in metrics):
         test = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
-                            resize=cfg.data.resize, split="test")
+                            resize=cfg.data.resize, split="test", background=cfg.data.background)
         refs["test"] = (test.images, make_reference_key(
             dataset=did, split="test", subset="all", resolution=cfg.data.resolution, channels=cfg.data.channels,
             data_resize=cfg.data.resize, extractor=extractor))
@@ -506,7 +514,8 @@ def level_start(exp: Experiment, init: dict) -> dict:
             raise DeganError(f"{path} is missing: level 0 was trained without saving the late-rewinding point "
                              f"{cfg.prune.rewind}; delete {exp.run.level(0).root} to retrain it, or use "
                              "prune.rewind=init")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_weights(path, what="the late-rewinding point",
+                             todo=f"delete {exp.run.level(0).root} to retrain it, or use prune.rewind=init")
         start = {"G": saved["G"], "D": saved["D"]}
     d_reset = cfg.prune.d_reset
     if d_reset == "trained":
@@ -532,7 +541,7 @@ def experiment_for(run_root: str | Path, log: Log = _print, **overrides) -> Expe
     if overrides:
         cfg = merge(cfg, overrides)
     data = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
-                        resize=cfg.data.resize)
+                        resize=cfg.data.resize, background=cfg.data.background)
     saved = read_json(run.subset)
     indices = np.asarray(saved["indices"], dtype=np.int64)
     images = torch.from_numpy(np.ascontiguousarray(data.images[indices]))

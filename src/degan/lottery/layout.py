@@ -22,6 +22,8 @@
         memorization.json, memorization.png   nearest training neighbours of samples (``degan eval --memorization``)
         tensorboard/       TensorBoard event files (``eval.tensorboard=true``)
         done.json          written last: the level is finished and is skipped on re-run
+        resumed_from.json  ``degan train --resume CKPT``: the checkpoint of another run this stage started from and
+                           the optimizer settings changed there
     level_<k>_<branch>/  a branch trained from level k's result, beside it (same files as a level):
                          random_ticket, random_mask, finetune, transfer-<data>, channel, ...
 ```
@@ -70,6 +72,7 @@ class StageLayout:
     memorization_png = property(lambda self: self.root / "memorization.png")
     tensorboard = property(lambda self: self.root / "tensorboard")
     done = property(lambda self: self.root / "done.json")
+    resumed_from = property(lambda self: self.root / "resumed_from.json")
 
     def is_done(self) -> bool:
         return self.done.is_file()
@@ -142,8 +145,12 @@ def data_label(data_id: str) -> str:
     return slug(name)[:24].strip("-") or "data"
 
 
-def run_folder_name(kind: str, model: str, data_id: str, config_hash: str) -> str:
-    """``<kind>-<model>-<data>-<hash>``, e.g. ``ticket-dcgan-faces100-1a2b3c4d``."""
+def run_folder_name(kind: str, model: str, data_id: str, config_hash: str, name: str | None = None) -> str:
+    """``<kind>-<model>-<data>-<hash>``, e.g. ``ticket-dcgan-faces100-1a2b3c4d``; with a run ``name`` (``--name``,
+    anything but the default ``run``) ``<kind>-<name>-<hash>``, e.g. ``train-my-emoji-1a2b3c4d``. The hash stays,
+    so two configs given the same name never share a folder."""
+    if name and name != "run":
+        return f"{kind}-{slug(name, 40)}-{config_hash}"
     return f"{kind}-{slug(model)}-{data_label(data_id)}-{config_hash}"
 
 
@@ -159,4 +166,6 @@ def find_stage(path: str | Path) -> tuple[RunLayout, list[StageLayout]]:
     if (p / "config.yaml").is_file():
         run = RunLayout(p)
         return run, run.levels()
-    raise FileNotFoundError(f"{str(p)!r} is not a degan run folder (no config.yaml) nor a level_<k> folder in one")
+    raise FileNotFoundError(f"{str(p)!r} is not a degan run folder (no config.yaml) nor a level_<k> folder in one; "
+                            "pass a folder that `degan train` or `degan ticket` made: runs/<run> or "
+                            "runs/<run>/level_<k>")

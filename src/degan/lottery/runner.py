@@ -9,16 +9,19 @@ and trains again on the same limited data (the subset indices are drawn once per
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ..config import RunConfig, load_file, to_dict, variant_name
-from ..errors import CheckpointError, DeganError
-from ..fileio import atomic_path, read_json
-from ..pruning import PRUNERS, Mask, ones_like_mask
+from ..errors import CheckpointError, DeganError, TrainingDivergedError
+from ..fileio import atomic_path, read_json, remove_stale_temps
+from ..pruning import PRUNERS, Mask, ones_like_mask, set_mask
 from ..train import distributed as ddp
+from ..train.checkpoint import load_weights
 from .experiment import (  # noqa: F401  (re-exported: the public API of degan.lottery.runner)
     Builder, Experiment, RewindPoint, _print, build_dynamic_networks, build_networks, check_class_count,
     dense_masks, dense_teacher, environment, evaluate_generator, experiment_for, final_state, get_extractor,
@@ -31,6 +34,15 @@ from .layout import RunLayout
 Log = Callable[[str], None]
 
 
+
+
+def repair_run_folder(exp: Experiment) -> None:
+    """Before a resumed run continues: remove the temporary files that a killed write left directly in the run
+    folder (``init.pt``, ``config.yaml``, the report...). Each unfinished stage repairs its own folder
+    (:func:`degan.lottery.stage.repair_after_fault`)."""
+    removed = remove_stale_temps(exp.run.root, recursive=False)
+    if removed:
+        exp.log(f"[degan] {exp.run.root.name}: {len(removed)} temporary file(s) of an interrupted write removed")
 
 
 def next_masks(exp: Experiment, k: int, prev_masks: dict[str, Mask]) -> dict[str, Mask]:
@@ -122,6 +134,8 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
     exp = prepare(cfg, outdir, "ticket", log)
     cfg = exp.cfg  # with model.num_classes resolved from the data (conditional runs)
     exp.force = force
+    if resume and ddp.is_main():
+        repair_run_folder(exp)
     if dense_from is not None:
         with ddp.main_first():
             share_dense_level(exp, dense_from)
@@ -130,14 +144,17 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
     variant = variant_name(cfg.prune)
     for k in range(cfg.prune.levels + 1):
         stage = exp.run.level(k)
-        if k == 0:  # late rewinding saves its point during the dense level (a technique)
-            run_stage(exp, stage, init, masks, resume=resume, progress=progress, role="level",
-                      extra_info={"variant": variant, "branch": None})
-            continue
-        masks = load_masks(stage.masks) if stage.masks.is_file() else next_masks(exp, k, masks)
-        run_stage(exp, stage, level_start(exp, init), masks, resume=resume, progress=progress, role="level",
-                  extra_info={"variant": variant, "branch": None, "rewind": cfg.prune.rewind,
-                              "d_reset": cfg.prune.d_reset})
+        try:
+            if k == 0:  # late rewinding saves its point during the dense level (a technique)
+                run_stage(exp, stage, init, masks, resume=resume, progress=progress, role="level",
+                          extra_info={"variant": variant, "branch": None})
+                continue
+            masks = load_masks(stage.masks) if stage.masks.is_file() else next_masks(exp, k, masks)
+            run_stage(exp, stage, level_start(exp, init), masks, resume=resume, progress=progress, role="level",
+                      extra_info={"variant": variant, "branch": None, "rewind": cfg.prune.rewind,
+                                  "d_reset": cfg.prune.d_reset})
+        except TrainingDivergedError as e:
+            raise _diverged_hint(exp, stage, e, "ticket") from None
     if branches:
         from .branches import run_branch
 
@@ -156,7 +173,8 @@ def ticket_source(ticket: str | Path, cfg: RunConfig) -> tuple[dict, dict[str, M
     """Masks and theta_0 of a finished ticket level, checked against ``cfg``.
 
     Raises:
-        CheckpointError: not a level folder, or made for another model/resolution/channels/prunable set.
+        CheckpointError: not a level folder, or made for another model/resolution/channels/prunable set; its
+            ``init.pt`` is unreadable or holds code; its weights or masks do not fit the model (wrong shapes).
     """
     from .layout import find_stage
 
@@ -165,7 +183,9 @@ def ticket_source(ticket: str | Path, cfg: RunConfig) -> tuple[dict, dict[str, M
     except FileNotFoundError as e:
         raise CheckpointError(str(e)) from None
     if len(stages) != 1:
-        raise CheckpointError(f"--ticket expects one level folder (runs/<run>/level_<k>), got the run {ticket}")
+        hint = f"pass one of them, e.g. {stages[-1].root}" if stages else "it has none; train it first"
+        raise CheckpointError(f"--ticket expects one level folder (runs/<run>/level_<k>), got the run {ticket} with "
+                              f"{len(stages)} levels; {hint}")
     src = load_file(run.config)
     mine = to_dict(cfg)
     diffs = [f"{sec}.{key}: ticket {src.get(sec, {}).get(key)!r} vs this run {mine[sec][key]!r}"
@@ -177,18 +197,170 @@ def ticket_source(ticket: str | Path, cfg: RunConfig) -> tuple[dict, dict[str, M
                               + ". Train it with the same model settings")
     if not run.init.is_file():
         raise CheckpointError(f"{run.init} is missing; the ticket's initial weights are needed to rewind")
-    return torch.load(run.init, map_location="cpu", weights_only=True), load_masks(stages[0].masks)
+    init = load_weights(run.init, what="the ticket's initial weights",
+                        todo="train the ticket run again, or use a level of another run")
+    masks = load_masks(stages[0].masks)
+    _check_ticket_fits(cfg, init, masks, ticket)
+    return init, masks
 
 
-def run_train(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progress: bool = True,
+def _check_ticket_fits(cfg: RunConfig, init: dict, masks: dict[str, Mask], ticket: str | Path) -> None:
+    """Build this run's G and D (with the ticket's class count) and load the ticket's theta_0 and masks into them,
+    so a ticket that cannot be trained is refused before a run folder is written.
+
+    Raises:
+        CheckpointError: the weights or masks do not fit (keys or shapes of another model or config).
+    """
+    theirs = init.get("model") or {}
+    cond = bool(theirs.get("conditional"))
+    probe = replace(cfg, model=replace(cfg.model, conditional=cond,
+                                       num_classes=theirs.get("num_classes") if cond else None))
+    G, D = build_networks(probe)
+    for name, net in (("G", G), ("D", D)):
+        try:
+            net.load_state_dict(init[name])
+        except (KeyError, RuntimeError) as e:
+            detail = "; ".join(ln.strip() for ln in str(e).strip().splitlines()[:2])[:200]
+            raise CheckpointError(f"the ticket {str(ticket)!r} has initial weights of {name} that do not fit this "
+                                  f"model ({detail}); train it with the model settings it was drawn with") from None
+        try:
+            set_mask(net, masks.get(name, {}))
+        except CheckpointError as e:
+            raise CheckpointError(f"the ticket {str(ticket)!r} does not fit this model: {e} Train it with the model "
+                                  "settings it was drawn with") from None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def continue_from(exp: Experiment, stage, path: str | Path) -> dict | None:
+    """Start ``stage`` (level 0 of a ``degan train`` run) from the checkpoint ``path`` of another run whose config
+    differs from this one only in the optimizer settings (``optim.*``: learning rates, betas, eps) and bookkeeping:
+    ``degan train ... --set optim.lr_G=... --resume PATH``, e.g. to continue a run that diverged from its last good
+    checkpoint with lower learning rates.
+
+    The checkpoint's full state (weights, Adam moments, counters, random streams) is copied into this stage's
+    ``checkpoints/`` with the new settings put into the optimizers' parameter groups (groups that had the old
+    setting get the new one; e.g. RG-GAN thresholds with their own ``dynamic.threshold_lr`` keep it), the source
+    stage's ``stats.jsonl`` / ``monitor.jsonl`` records up to the checkpoint are copied, and ``resumed_from.json``
+    records the source and the changes; the stage then resumes from that checkpoint as with ``--resume latest``.
+    Re-running the command after an interruption continues this stage's own newest checkpoint.
+
+    Returns:
+        The ``resumed_from.json`` record, or None when the stage is finished already.
+
+    Raises:
+        CheckpointError: the file is not a degan training checkpoint, was written for another config (the keys
+            that differ are named) or another data subset.
+        DeganError: this stage already has training of its own that did not start from a checkpoint.
+    """
+    import numpy as np
+
+    from ..config import config_hash, merge
+    from ..fileio import read_jsonl, write_json, write_text
+    from ..train.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
+    from .stage import STEP_LOGS
+
+    path = Path(path)
+    if stage.is_done():
+        return None
+    own = latest_checkpoint(stage.checkpoints)
+    if own is not None:
+        if stage.resumed_from.is_file():
+            exp.log(f"[degan] {stage.root.name} continues from {own.name} (it started from "
+                    f"{read_json(stage.resumed_from)['checkpoint']})")
+            return read_json(stage.resumed_from)
+        raise DeganError(f"{stage.root} has training of its own already (checkpoint {own.name}); --resume {path} "
+                         "starts a run from another run's checkpoint. Continue this one with --resume latest, or use "
+                         "another --outdir")
+    payload = load_checkpoint(path)
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{str(path)!r} has no config; it is not a checkpoint of a degan training stage")
+    try:
+        theirs = merge(RunConfig(), payload["config"])
+    except DeganError as e:
+        raise CheckpointError(f"the config stored in {str(path)!r} cannot be read by this degan ({e})") from None
+    mine = exp.cfg
+    if config_hash(replace(mine, optim=theirs.optim)) != config_hash(theirs):
+        a, b = _flat(to_dict(theirs)), _flat(to_dict(mine))
+        diffs = [f"{k}: checkpoint {a.get(k)!r} vs this run {v!r}" for k, v in b.items()
+                 if a.get(k) != v and not k.startswith(("optim.", "name", "eval."))]
+        raise CheckpointError(f"--resume {path}: that checkpoint was trained with another config ("
+                              + "; ".join(diffs[:6]) + "); when continuing from another run's checkpoint only the "
+                              "optimizer settings (optim.*) may change")
+    saved_idx = payload.get("subset_indices")
+    if saved_idx is not None and not np.array_equal(np.asarray(saved_idx), exp.indices):
+        raise CheckpointError(f"--resume {path}: that checkpoint was trained on another subset of the data")
+    state = payload["state"]
+    old, new = theirs.optim, mine.optim
+    for net in ("G", "D"):
+        lr_old, lr_new = getattr(old, f"lr_{net}"), getattr(new, f"lr_{net}")
+        for group in state[f"opt_{net}"]["param_groups"]:
+            if group.get("lr") == lr_old:
+                group["lr"] = lr_new
+            if tuple(group.get("betas", ())) == (old.beta1, old.beta2):
+                group["betas"] = (new.beta1, new.beta2)
+            if group.get("eps") == old.eps:
+                group["eps"] = new.eps
+    cur = int(state["cur_nimg"])
+    changed = {f"optim.{k}": [v, getattr(new, k)] for k, v in to_dict(old).items() if v != getattr(new, k)}
+    record = {"checkpoint": str(path.resolve()), "source_stage": payload.get("stage"), "kimg": cur / 1000,
+              "step": int(state["step"]), "changed": changed}
+    src = path.resolve().parent.parent  # <run>/<stage>/checkpoints/<file>: its logs up to the checkpoint
+    for name in STEP_LOGS:
+        if (src / name).is_file() and not (stage.root / name).exists():
+            recs = [r for r in read_jsonl(src / name) if int(r.get("cur_nimg", 0)) <= cur]
+            write_text(stage.root / name, "".join(json.dumps(r) + "\n" for r in recs))
+    from .stage import _checkpoint_meta
+
+    write_json(stage.resumed_from, record)  # before the checkpoint: a checkpoint here means the seeding finished
+    save_checkpoint(stage.checkpoints / checkpoint_name(cur), {**payload, **_checkpoint_meta(exp, stage),
+                                                               "state": state})
+    exp.log(f"[degan] {stage.root.name}: continuing from {path} (kimg {cur / 1000:g}, G step {state['step']})"
+            + "".join(f"; {k} {a:g} -> {b:g}" if isinstance(a, float) else f"; {k} {a} -> {b}"
+                      for k, (a, b) in changed.items()))
+    return record
+
+
+def _diverged_hint(exp: Experiment, stage, e: TrainingDivergedError, kind: str) -> TrainingDivergedError:
+    """The divergence error with how to continue: the last good checkpoint and the command that continues past it
+    with lower learning rates (``degan train``), or that starts over with them (``degan ticket``)."""
+    from ..train.checkpoint import latest_checkpoint
+
+    o = exp.cfg.optim
+    lower = f"--set optim.lr_G={o.lr_G / 2:g} --set optim.lr_D={o.lr_D / 2:g}"
+    last = latest_checkpoint(stage.checkpoints)
+    msg = str(e).split(". Last good checkpoint:")[0]
+    if last is None:
+        return TrainingDivergedError(f"{msg}. No checkpoint was written before it; start again with lower learning "
+                                     f"rates, e.g. {lower}")
+    if kind == "train":
+        return TrainingDivergedError(f"{msg}. Last good checkpoint: {last}. To continue from it with lower learning "
+                                     f"rates, run the same command with {lower} --resume {last} (a new run folder "
+                                     "continues from that checkpoint)")
+    return TrainingDivergedError(f"{msg}. Last good checkpoint: {last}. A ticket level cannot continue with other "
+                                 f"learning rates; run the ticket search again with lower ones, e.g. {lower}")
+
+
+def run_train(cfg: RunConfig, outdir: str | Path, *, resume: bool | str | Path = False, progress: bool = True,
               log: Log = _print, force: bool = False) -> RunLayout:
-    """Train one GAN (dense from a fresh init, or a ticket's mask from its theta_0), evaluate, report."""
+    """Train one GAN (dense from a fresh init, or a ticket's mask from its theta_0), evaluate, report.
+
+    ``resume``: True continues the run's newest checkpoint (``--resume latest``); a path to a checkpoint of another
+    run with other optimizer settings starts this run from it (:func:`continue_from`).
+    """
     if cfg.ticket:
         init, masks = ticket_source(cfg.ticket, cfg)
     log = log if ddp.is_main() else (lambda msg: None)  # DDP: rank 0 speaks
     exp = prepare(cfg, outdir, "train", log)
     cfg = exp.cfg  # with model.num_classes resolved from the data (conditional runs)
     exp.force = force
+    if resume and ddp.is_main():
+        repair_run_folder(exp)
     if cfg.ticket:
         check_class_count(init.get("model", {}), cfg, f"the ticket {cfg.ticket}")
     if not cfg.ticket:
@@ -197,8 +369,17 @@ def run_train(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, progr
     else:
         with atomic_path(exp.run.init) as tmp:
             torch.save(init, tmp)
-    run_stage(exp, exp.run.level(0), init, masks, resume=resume, progress=progress,
-              extra_info={"ticket": str(cfg.ticket)} if cfg.ticket else None)
+    extra = {"ticket": str(cfg.ticket)} if cfg.ticket else {}
+    stage = exp.run.level(0)
+    if resume is not True and resume:  # a checkpoint path
+        with ddp.main_first():
+            started = continue_from(exp, stage, resume)
+        if started is not None:
+            extra["resumed_from"] = started
+    try:
+        run_stage(exp, stage, init, masks, resume=bool(resume), progress=progress, extra_info=extra or None)
+    except TrainingDivergedError as e:
+        raise _diverged_hint(exp, stage, e, "train") from None
     from ..report import write_report
 
     if ddp.is_main():

@@ -15,15 +15,17 @@ from .. import __version__
 from ..augment import build_augment
 from ..config import to_dict
 from ..costs import FlopsMeter
-from ..errors import CheckpointError, DeganError, TrainingDivergedError
+from ..errors import CheckpointError, DeganError, Interrupted, TrainingDivergedError
 from ..fileio import append_jsonl, read_json, remove_stale_temps, truncate_jsonl, write_json
 from ..losses import GANObjective
 from ..pruning import Mask, density, get_mask, layer_density, set_mask
 from ..report.grid import save_grid
 from ..train.callbacks import ProgressBar, Snapshot, StatsLogger
 from ..train.checkpoint import latest_checkpoint, load_checkpoint
-from ..train.loop import Trainer, float_to_images, images_to_float
+from ..train.interrupt import stop_on_signals
+from ..train.loop import StopRequested, Trainer, float_to_images, images_to_float
 from ..train import distributed as ddp
+from ..train.memory import is_oom, oom_error, probe_micro_batch
 from ..train.precision import apply_speed_options
 from . import techniques as _builtin_techniques  # noqa: F401  (registers the built-in techniques)
 from ..train.technique import (CALLBACK_ORDER, StageContext, Technique, build_techniques, make_stage_state,
@@ -156,6 +158,8 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         t.setup(state)
     meter = FlopsMeter()
     state.extras["flops"] = meter
+    stats_logger = StatsLogger(stage.stats, cfg.train.log_kimg)  # its running sums are checkpointed too
+    state.extras["stats_logger"] = stats_logger
     ckpt = latest_checkpoint(stage.checkpoints)
     if ckpt is not None:
         if not resume:
@@ -190,9 +194,9 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     snapshot = Snapshot(stage.checkpoints, stage.samples, cfg.train.snap_kimg, _checkpoint_meta(exp, stage),
                         grid_z, keep=cfg.train.keep_checkpoints, grid_c=grid_c, nrow=grid_nrow)
     dynamic_density = any(t.changes_density for t in techniques)
-    static_density = (lambda: {"density_G": dens["G"], "density_D": dens["D"]}) if not dynamic_density else None
+    stats_logger.extra = (lambda: {"density_G": dens["G"], "density_D": dens["D"]}) if not dynamic_density else None
     entries = [(CALLBACK_ORDER["flops"], meter),
-               (CALLBACK_ORDER["stats"], StatsLogger(stage.stats, cfg.train.log_kimg, extra=static_density)),
+               (CALLBACK_ORDER["stats"], stats_logger),
                (CALLBACK_ORDER["snapshot"], snapshot)]
     if progress:
         entries.append((CALLBACK_ORDER["progress"], ProgressBar(desc=stage.root.name)))
@@ -200,20 +204,44 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         entries += [(t.callback_order, cb) for cb in t.callbacks(state)]
     callbacks = ddp.stage_callbacks(ordered_callbacks(entries))  # DDP: sync first; file writers on rank 0 only
     objective = wrap_objective(techniques, GANObjective(cfg.train.loss, augment), state)
+    micro = cfg.train.micro_batch()
     trainer = Trainer(state, exp.images, objective, total_kimg=cfg.train.total_kimg,
                       batch_D=ddp.per_rank_batch(cfg.train.batch_D, "train.batch_D"),
                       batch_G=ddp.per_rank_batch(cfg.train.batch_G, "train.batch_G"), n_dis=cfg.train.n_dis,
                       ema_decay=cfg.train.ema_beta(), mirror=cfg.data.mirror, device=exp.device, callbacks=callbacks,
-                      labels=exp.labels, ema_start_step=cfg.train.ema_start_step)
+                      labels=exp.labels, ema_start_step=cfg.train.ema_start_step,
+                      micro_batch=None if micro == "auto" else micro)
     ddp.barrier()  # every rank has looked for its checkpoint before rank 0 writes the first one
     try:
-        trainer.run()
+        if micro == "auto":
+            chosen = probe_micro_batch(trainer, log=exp.log)
+            exp.log(f"[degan] --batch-gpu auto: {chosen} images per pass "
+                    f"({max(trainer.batch_D, trainer.batch_G)} per process and step, gradients accumulated)")
+        with stop_on_signals(exp.log, enabled=not ddp.is_distributed()) as requested:
+            trainer.stop_requested = requested
+            try:
+                trainer.run()
+            except StopRequested:
+                path = snapshot.snapshot(trainer, periodic=False)  # between two iterations: resumes bit-identically
+                err = Interrupted(f"{requested()} at kimg {state.kimg:.2f}: {stage.root.name} stopped and wrote "
+                                  f"{path}; continue with the same command and --resume latest")
+                err.exit_code = 143 if requested() == "SIGTERM" else 130  # 128 + the signal's number
+                raise err from None
     except TrainingDivergedError as e:
         last = latest_checkpoint(stage.checkpoints)
         raise TrainingDivergedError(f"{e}. Last good checkpoint: {last}") from None
     except KeyboardInterrupt:
         raise DeganError(f"interrupted; {stage.root.name} can continue from {latest_checkpoint(stage.checkpoints)} "
                          "with --resume latest") from None
+    except Exception as e:  # noqa: BLE001 - only out-of-memory is translated
+        if not is_oom(e):
+            raise
+        where = ("the --batch-gpu auto probe" if micro == "auto" and trainer.micro_batch is None
+                 else f"the training step at kimg {state.kimg:.2f}")
+        raise oom_error(e, where=where + f" of {stage.root.name}", model=cfg.model.name, width=cfg.model.width,
+                        resolution=cfg.data.resolution, batch=cfg.train.batch_D,
+                        batch_per_process=max(trainer.batch_D, trainer.batch_G), micro_batch=trainer.micro_batch,
+                        device=exp.device) from None
 
     # portable generator: safetensors + JSON config (a technique that writes its own generators returns densities)
     finished = [d for t in techniques if (d := t.finish(state)) is not None]
@@ -225,13 +253,22 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     summary = {"level": stage.level, "density_G": dens["G"], "density_D": dens["D"],
                "sparsity_G": 1 - dens["G"], "sparsity_D": 1 - dens["D"], "kimg": state.kimg, "step": state.step,
                "real_images_shown": state.cur_nimg, "train_seconds": round(state.wall_seconds, 2),
+               "micro_batch": trainer.micro_batch,
                "costs": {k: v for k, v in meter.summary().items() if k != "layers"}}
     for t in techniques:
         summary.update(t.summary(state))
     metrics = parse_metrics(cfg.eval.metrics)
     if metrics and ddp.is_main():  # metrics on rank 0 only (G_ema is the same on every rank)
         t0 = time.perf_counter()
-        records = evaluate_generator(exp, state.G_ema, metrics, cfg.eval.num_gen, progress=progress)
+        try:
+            records = evaluate_generator(exp, state.G_ema, metrics, cfg.eval.num_gen, progress=progress)
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is translated
+            if not is_oom(e):
+                raise
+            raise oom_error(e, where=f"the evaluation of {stage.root.name}", model=cfg.model.name,
+                            width=cfg.model.width, resolution=cfg.data.resolution, batch=cfg.eval.batch_size,
+                            batch_per_process=cfg.eval.batch_size, micro_batch=None, device=exp.device,
+                            flag="--set eval.batch_size=") from None
         for r in records:
             append_jsonl(stage.metrics, {"level": stage.level, "kimg": state.kimg, **r, "timestamp": time.time()})
         summary["eval_seconds"] = round(time.perf_counter() - t0, 2)

@@ -360,7 +360,8 @@ def dynamic_callback(exp: Experiment, stage: StageLayout):
     log_path = stage.root / "dynamic.jsonl" if ddp.is_main() else None  # ranks > 0 must not truncate rank 0's log
     return DynamicPruning(lam=dyn.lam, min_keep=dyn.min_keep, regen_every_kimg=dyn.regen_every_kimg,
                           trigger=dyn.trigger, evaluate=evaluate, log_path=log_path,
-                          log_kimg=exp.cfg.train.log_kimg)
+                          log_kimg=exp.cfg.train.log_kimg, metric=dyn.regen_metric,
+                          log=exp.log if ddp.is_main() else None)
 
 
 def save_dynamic_result(exp: Experiment, stage: StageLayout, state: TrainState, dynamic) -> dict:
@@ -383,9 +384,14 @@ def save_dynamic_result(exp: Experiment, stage: StageLayout, state: TrainState, 
                                       "rg_output": cfg.dynamic.output, "z_dim": state.G_ema.z_dim,
                                       "degan_version": __version__})
     dG, dD = dynamic_density(state.G, effective=False), dynamic_density(state.D, effective=False)
+    exp.log(f"[degan] {stage.root.name}: RG-GAN final density G {dG['density']:.4f}, D {dD['density']:.4f} "
+            f"({len([e for e in dynamic.events if e.get('event') == 'regenerate'])} regeneration(s); "
+            f"G_ema.safetensors is the {cfg.dynamic.output} generator)")
     write_json(stage.density, {"level": stage.level, "density_G": dG["density"], "density_D": dD["density"],
                                "layers_G": dG["layers"], "layers_D": dD["layers"], "dynamic": True,
                                "dense_phase_at_end": dynamic.dense, "events": dynamic.events})
     return {"G": dG["density"], "D": dD["density"]}
 
 
+
+from . import best as _best  # noqa: E402,F401  (registers the best-snapshot / early-stopping technique)

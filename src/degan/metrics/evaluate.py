@@ -237,6 +237,9 @@ class RealFeatureCache:
         Returns:
             float64 ``[N, F]`` on the CPU.
 
+        A cache entry that cannot be written (full disk, read-only folder) is skipped with a warning: the features
+        are returned all the same.
+
         Raises:
             ValueError: if ``key`` is not JSON-serialisable or ``compute_fn`` returns no 2-D tensor.
         """
@@ -246,7 +249,12 @@ class RealFeatureCache:
         feats = compute_fn()
         if not torch.is_tensor(feats) or feats.dim() != 2:
             raise ValueError(f"compute_fn must return a 2-D tensor [N, F], got {getattr(feats, 'shape', type(feats))}")
-        self.save(key, feats)
+        try:
+            self.save(key, feats)
+        except (OSError, RuntimeError) as exc:  # a full disk, a read-only or missing folder: the cache is optional
+            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
+            warnings.warn(f"could not write the feature cache in {self.cache_dir} ({reason}); continuing without "
+                          "caching (set DEGAN_CACHE or eval.cache_dir to a writable folder)", stacklevel=2)
         return feats.detach().to("cpu", torch.float64)
 
 
@@ -473,7 +481,8 @@ def evaluate(
         key = _reference_key(images, key)
 
         def compute(images=images) -> torch.Tensor:
-            return extract_features(images, extractor, batch_size=batch_size, device=device, progress=progress)
+            return extract_features(images, extractor, batch_size=batch_size, device=device, progress=progress,
+                                    desc=f"features of the {ref} images")
 
         feats = cache.get_or_compute(key, compute) if (cache is not None and key is not None) else compute()
         real_feats[ref] = (feats, time.perf_counter() - t0, key)
@@ -486,7 +495,8 @@ def evaluate(
     t0 = time.perf_counter()
     total = max(p.num_gen for p in protocols)
     fake_all = extract_features(_generated_batches(sample_fn, total, batch_size), extractor,
-                                batch_size=batch_size, device=device, progress=progress)
+                                batch_size=batch_size, device=device, progress=progress, total=total,
+                                desc="generating + features")
     fake_seconds = time.perf_counter() - t0
 
     common = {

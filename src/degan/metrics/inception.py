@@ -288,12 +288,36 @@ def _iter_batches(images, batch_size: int) -> Iterable[torch.Tensor]:
                 yield batch[start : start + batch_size]
 
 
+def _features_fitting(extractor: nn.Module, batch: torch.Tensor, device, limit: list[int]) -> torch.Tensor:
+    """``extractor(batch)`` in pieces of at most ``limit[0]`` images, halving ``limit[0]`` on out-of-memory."""
+    from ..train.memory import is_oom
+
+    outs, start = [], 0
+    while start < batch.shape[0]:
+        piece = batch[start:start + limit[0]]
+        try:
+            outs.append(extractor(piece.to(device)))
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is retried
+            if not is_oom(e) or limit[0] == 1:
+                raise
+            limit[0] = max(1, piece.shape[0] // 2)
+            if torch.device(device).type == "cuda":
+                torch.cuda.empty_cache()
+            print(f"\n[degan] out of memory extracting features; continuing with {limit[0]} images per pass",
+                  file=sys.stderr, flush=True)
+            continue
+        start += piece.shape[0]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 def extract_features(
     images: np.ndarray | torch.Tensor | Iterable[np.ndarray | torch.Tensor],
     extractor: nn.Module,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    total: int | None = None,
+    desc: str = "features",
 ) -> torch.Tensor:
     """Features of a whole image set, in batches, under ``torch.inference_mode``.
 
@@ -306,10 +330,15 @@ def extract_features(
         extractor: a module mapping uint8 ``[B, C, H, W]`` to ``[B, F]`` (e.g. :class:`InceptionFeatures`).
         batch_size: images per forward pass (>= 1).
         device: where the batches are sent; the extractor should live there too.
-        progress: print a progress line to stderr.
+        progress: a progress bar on stderr (images/s and, with a known total, the ETA).
+        total: the number of images when ``images`` is an iterable (for the bar's ETA; arrays know theirs).
+        desc: the bar's label.
 
     Returns:
         float64 ``[N, F]`` on the CPU (``F = extractor.num_features``; ``N = 0`` gives ``[0, F]``).
+
+    Out of memory (CPU allocator or CUDA) in a forward pass: the batch is split in halves and retried, and later
+    batches use the smaller size (printed once to stderr); a single image that does not fit re-raises the error.
 
     Raises:
         ValueError: if ``batch_size < 1`` or an input is not uint8 ``[N, C, H, W]`` with C in {1, 3}.
@@ -317,16 +346,24 @@ def extract_features(
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     chunks: list[torch.Tensor] = []
-    done = 0
-    with torch.inference_mode():
-        for batch in _iter_batches(images, batch_size):
-            feats = extractor(batch.to(device))
-            chunks.append(feats.detach().to("cpu", torch.float64))
-            done += batch.shape[0]
-            if progress:
-                print(f"\rfeatures: {done} images", end="", file=sys.stderr, flush=True)
+    limit = [batch_size]  # lowered for good after an out-of-memory error
+    if total is None and isinstance(images, (np.ndarray, torch.Tensor)):
+        total = int(images.shape[0])
+    bar = None
     if progress:
-        print(file=sys.stderr)
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr, leave=False)
+    try:
+        with torch.inference_mode():
+            for batch in _iter_batches(images, batch_size):
+                feats = _features_fitting(extractor, batch, device, limit)
+                chunks.append(feats.detach().to("cpu", torch.float64))
+                if bar is not None:
+                    bar.update(batch.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
     if not chunks:
         return torch.zeros(0, int(getattr(extractor, "num_features", 0)), dtype=torch.float64)
     return torch.cat(chunks)

@@ -341,7 +341,8 @@ def check_run_stage(exp, stage, G: nn.Module, num: int = 500, log: Callable[[str
         log(f"[degan] memorization: no Inception weights ({str(e).splitlines()[0]}); pixel distances only")
         extractor, feats = None, None
     if extractor is not None:
-        key = make_reference_key(dataset=dataset_id(cfg.data.source), split="train", subset=subset_hash(exp.indices),
+        key = make_reference_key(dataset=dataset_id(cfg.data.source, cfg.data.background), split="train",
+                                 subset=subset_hash(exp.indices),
                                  resolution=cfg.data.resolution, channels=cfg.data.channels,
                                  data_resize=cfg.data.resize, extractor=extractor)
         cache = RealFeatureCache(exp.outdir / ".cache" / "reference-features")

@@ -46,7 +46,14 @@ def density_rows(jsonl_path: str | Path) -> list[dict]:
 def fid_rows(jsonl_path: str | Path) -> list[dict]:
     """Rows ``{kimg, cur_nimg, fid, average, phase, decision}`` of every FID evaluation, in log order."""
     return [{"kimg": r["kimg"], "cur_nimg": r["cur_nimg"], "fid": r["fid"], "average": r.get("average"),
-             "phase": r.get("phase"), "decision": r.get("decision")} for r in _records(jsonl_path, "fid")]
+             "phase": r.get("phase"), "decision": r.get("decision"), "metric": r.get("metric", "fid")}
+            for r in _records(jsonl_path, "fid")]
+
+
+def metric_label(metric: str) -> str:
+    """Axis label of a regeneration metric: ``fid`` -> ``FID``, ``kid_train`` -> ``KID (train)``."""
+    kind, _, split = str(metric).partition("_")
+    return kind.upper() + (f" ({split})" if split else "")
 
 
 def dense_intervals(jsonl_path: str | Path, end_kimg: float | None = None) -> list[tuple[float, float]]:
@@ -161,10 +168,11 @@ def plot_fid_regen(jsonl_path: str | Path, out_png: str | Path) -> tuple[Path, P
     if not rows:
         raise DataError(f"{jsonl_path} has no FID records; augmented regeneration (regen_every_kimg) was off")
     csv_path = out_png.with_suffix(".csv")
-    _write_csv(csv_path, rows, ["kimg", "cur_nimg", "fid", "average", "phase", "decision"])
+    _write_csv(csv_path, rows, ["kimg", "cur_nimg", "fid", "average", "phase", "decision", "metric"])
+    label = metric_label(rows[-1]["metric"])  # what the checks measured (the "fid" key holds any metric's value)
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
-    ax.plot([r["kimg"] for r in rows], [r["fid"] for r in rows], "o-", color="tab:blue", ms=3, label="FID")
+    ax.plot([r["kimg"] for r in rows], [r["fid"] for r in rows], "o-", color="tab:blue", ms=3, label=label)
     avg = [(r["kimg"], r["average"]) for r in rows if r["average"] is not None]
     if avg:
         ax.plot(*zip(*avg), "--", color="tab:gray", lw=1, label="trigger average")
@@ -178,8 +186,8 @@ def plot_fid_regen(jsonl_path: str | Path, out_png: str | Path) -> tuple[Path, P
     ax.plot([], [], color="tab:red", lw=1, label=f"regenerate ({n_regen})")
     ax.plot([], [], color="tab:green", lw=1, label="resume pruning")
     ax.set_xlabel("kimg (real images shown to D / 1000)")
-    ax.set_ylabel("FID (lower is better)")
-    ax.set_title("FID and augmented regeneration")
+    ax.set_ylabel(f"{label} (lower is better)")
+    ax.set_title(f"{label} and augmented regeneration")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, out_png)

@@ -184,7 +184,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _config_section(run_root: Path) -> tuple[str, dict]:
-    from ..config import RunConfig, load_file, to_dict
+    from ..config import PRESETS, RunConfig, load_file, resolve, to_dict
     from ..errors import ConfigError
 
     path = run_root / "config.yaml"
@@ -192,14 +192,20 @@ def _config_section(run_root: Path) -> tuple[str, dict]:
         cfg = load_file(path)
     except ConfigError:
         return "<p>No readable <code>config.yaml</code>.</p>", {}
-    flat, default = _flat(cfg), _flat(to_dict(RunConfig()))
+    model = str((cfg.get("model") or {}).get("name", ""))
+    try:  # the run's own model preset, as the CLI starts from it (dcgan runs against dcgan's defaults)
+        base, against = (resolve(preset=model), f"the <code>{_e(model)}</code> preset") if model in PRESETS \
+            else (RunConfig(), "degan's defaults")
+    except ConfigError:
+        base, against = RunConfig(), "degan's defaults"
+    flat, default = _flat(cfg), _flat(to_dict(base))
     changed = [(k, v, default.get(k, "(new key)")) for k, v in flat.items() if default.get(k, object()) != v]
     rows = "".join(f'<tr><td class="l"><code>{_e(k)}</code></td><td class="l">{_e(v)}</td>'
                    f'<td class="l">{_e(d)}</td></tr>' for k, v, d in changed)
     table = (f'<table><tr><th class="l">setting</th><th class="l">value</th><th class="l">default</th></tr>{rows}'
-             "</table>") if changed else "<p>All settings are the defaults.</p>"
+             "</table>") if changed else f"<p>All settings are those of {against}.</p>"
     text = path.read_text(encoding="utf-8")
-    out = (f"<h2>Config</h2><p class='sub'>Settings that differ from degan's defaults:</p>{table}"
+    out = (f"<h2>Config</h2><p class='sub'>Settings that differ from {against}:</p>{table}"
            f"<details><summary>full config.yaml</summary><pre>{_e(text)}</pre></details>")
     return out, cfg
 

@@ -200,6 +200,18 @@ def write_report(run_root: str | Path) -> Path:
                     f"regeneration (all pruned weights back), green = pruning resumed. Data: "
                     f"[{csv_path.name}]({rel}/{csv_path.name})."]
 
+    best_rows = [r for r in rows if r.get("status") == "done" and r.get("best")]
+    if best_rows:  # --best-every: the best G_ema by the fixed-sample check, and early stopping (degan.lottery.best)
+        out += ["", "## Best snapshot", "", "| stage | best | at kimg | stopped early at kimg | file |",
+                "|---|---:|---:|---:|---|"]
+        for r in best_rows:
+            b, name = r["best"], Path(r["dir"]).name
+            stop = r.get("early_stopped_at_kimg")
+            out.append(f"| {name} | {b['metric']} {b['value']:.4g} | {b['kimg']:.1f} | "
+                       f"{'-' if stop is None else f'{stop:.1f}'} | [{b['file']}]({name}/{b['file']}) |")
+        out += ["", "The check every `--best-every` kimg on fixed latents keeps the best G_ema "
+                "(history in each stage's `best.json`); the table above is the last G_ema."]
+
     out += ["", "## Samples (G_ema, fixed latents)", ""]
     if first is not None and (Path(first["dir"]) / "samples" / "reals.png").is_file():
         rel = os.path.relpath(Path(first["dir"]) / "samples", run.root)

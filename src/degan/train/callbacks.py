@@ -61,10 +61,22 @@ class StatsLogger(Callback):
         self.path, self.log_nimg, self.extra = Path(path), max(1, int(log_kimg * 1000)), extra
         self._sums: dict[str, float] = {}
         self._count = 0
+        self._restored: tuple[float, int] | None = None
+
+    def state_dict(self) -> dict:
+        """The running sums of the interval not logged yet (register the logger in ``TrainState.extras`` so that
+        a checkpoint between two records, e.g. at an interrupt, resumes to the same records)."""
+        return {"sums": dict(self._sums), "count": self._count, "t": getattr(self, "_t", None),
+                "n": getattr(self, "_n", None)}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self._sums, self._count = {k: float(v) for k, v in sd.get("sums", {}).items()}, int(sd.get("count", 0))
+        if sd.get("t") is not None and sd.get("n") is not None:
+            self._restored = (float(sd["t"]), int(sd["n"]))
 
     def on_train_start(self, trainer: Trainer) -> None:
         self._next = (trainer.state.cur_nimg // self.log_nimg + 1) * self.log_nimg
-        self._t, self._n = trainer.state.wall_seconds, trainer.state.cur_nimg
+        self._t, self._n = self._restored or (trainer.state.wall_seconds, trainer.state.cur_nimg)
 
     def _flush(self, trainer: Trainer) -> None:
         if not self._count:
@@ -92,8 +104,33 @@ class StatsLogger(Callback):
         self._flush(trainer)
 
 
+def check_finite_weights(state) -> None:
+    """Raise if a floating-point tensor of G, D or G_ema is NaN or inf.
+
+    A finite loss can still produce an inf gradient and so NaN weights after the optimizer step; the next loss
+    would be NaN too, but a checkpoint written in between would hold the NaN weights. :class:`Snapshot` checks first,
+    so every checkpoint on disk is a good one.
+
+    Raises:
+        TrainingDivergedError: naming the first non-finite tensor, the kimg and the G step.
+    """
+    from ..errors import TrainingDivergedError
+
+    for name in ("G", "D", "G_ema"):
+        for key, t in getattr(state, name).state_dict().items():
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise TrainingDivergedError(
+                    f"the weights of {name} ({key}) became NaN or inf at kimg {state.kimg:.2f} (G step "
+                    f"{state.step}); training stopped without writing that checkpoint. Lower the learning rates "
+                    "or check the data, then continue from the last checkpoint")
+
+
 class Snapshot(Callback):
     """Every ``snap_kimg`` (and at the end): a checkpoint of the full state and a G_ema grid on fixed latents.
+
+    Run it after the callbacks that log (:data:`degan.train.technique.CALLBACK_ORDER`): the checkpoint of kimg X then
+    follows every record of X, and the one at the end of training is written in ``on_train_end``, after the final
+    records.
 
     Args:
         ckpt_dir: folder of the periodic checkpoints (``ckpt-<cur_nimg>.pt``).
@@ -120,11 +157,23 @@ class Snapshot(Callback):
         if trainer.state.cur_nimg == 0:
             self.snapshot(trainer)
 
-    def snapshot(self, trainer: Trainer) -> Path:
+    def snapshot(self, trainer: Trainer, periodic: bool = True) -> Path:
+        """Write the checkpoint of now and (``periodic``) the sample grids. ``periodic=False`` is the checkpoint of
+        an interrupt (:class:`~degan.errors.Interrupted`): no grid, and the next periodic checkpoint removes it."""
         s = trainer.state
+        check_finite_weights(s)  # a checkpoint is always one training can continue from
         path = save_checkpoint(self.ckpt_dir / checkpoint_name(s.cur_nimg), {"state": s.state_dict(), **self.meta})
-        prune_old(self.ckpt_dir, self.keep)
         self.last_path = path
+        marker = path.with_suffix(".interrupt")  # names the checkpoints of interrupts, which are temporary
+        if not periodic:
+            marker.touch()
+            return path
+        marker.unlink(missing_ok=True)
+        for old in self.ckpt_dir.glob("ckpt-*.interrupt"):
+            if old != marker:
+                old.with_suffix(".pt").unlink(missing_ok=True)
+                old.unlink(missing_ok=True)
+        prune_old(self.ckpt_dir, self.keep)
         with torch.no_grad():
             z = self.grid_z.to(trainer.device)
             out = s.G_ema.eval()(z) if self.grid_c is None else s.G_ema.eval()(z, self.grid_c.to(trainer.device))
@@ -134,7 +183,8 @@ class Snapshot(Callback):
         return path
 
     def on_step_end(self, trainer: Trainer, stats: dict[str, float]) -> None:
-        if trainer.state.cur_nimg >= self._next:
+        # the last iteration's checkpoint is written by on_train_end, after the other callbacks' final records
+        if self._next <= trainer.state.cur_nimg < trainer.total_nimg:
             self.snapshot(trainer)
             self._next = (trainer.state.cur_nimg // self.snap_nimg + 1) * self.snap_nimg
 

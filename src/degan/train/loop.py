@@ -1,7 +1,8 @@
 """THE training loop. New techniques arrive as objective terms or callbacks, never as copies of this loop.
 
 One iteration = ``n_dis`` D steps (each on ``batch_D`` reals and as many fakes) + one G step on ``batch_G`` fakes,
-then masks re-enforced, the EMA updated and callbacks run. Training stops once ``total_kimg`` thousand real images
+then masks re-enforced, the EMA updated and callbacks run. With ``micro_batch`` smaller than a batch, each step runs
+its batch in micro-batches and accumulates their gradients (weighted by their share) before the one optimizer step. Training stops once ``total_kimg`` thousand real images
 have been shown to D (#RI = ``cur_nimg``).
 """
 
@@ -62,6 +63,12 @@ class Trainer:
         labels: class labels of ``images``, int64 [N] in ``[0, G.num_classes)``; needed when G is conditional
             (``G.num_classes > 0``), ignored (and no label randomness drawn) when it is not. Reals carry their
             labels; fakes get labels uniform over the classes from the seeded latent stream (drawn after z).
+        micro_batch: images per forward/backward pass (``--batch-gpu``); None or >= the batch = one pass per step
+            (bit-identical to the plain loop). Smaller: the batch's reals, latents and labels are drawn as before,
+            then run in chunks of ``micro_batch`` whose losses are weighted by ``chunk / batch`` and whose
+            gradients accumulate before the step, so the mean loss and the optimizer steps are those of the whole
+            batch (up to float round-off; batch statistics such as BatchNorm's are per chunk). Stats are the
+            weighted means over the chunks.
 
     Raises:
         ValueError: a conditional G without labels, labels of another length, or labels outside the classes.
@@ -71,7 +78,8 @@ class Trainer:
     def __init__(self, state: TrainState, images: Tensor, objective: GANObjective, *, total_kimg: float,
                  batch_D: int, batch_G: int, n_dis: int = 1, ema_decay: float | None = 0.999,
                  mirror: bool = False, device: str | torch.device = "cpu",
-                 callbacks: Sequence[Callback] = (), labels: Tensor | None = None, ema_start_step: int = 0) -> None:
+                 callbacks: Sequence[Callback] = (), labels: Tensor | None = None, ema_start_step: int = 0,
+                 micro_batch: int | None = None) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         self.state = state
@@ -87,6 +95,10 @@ class Trainer:
         self.ema_start_step = int(ema_start_step)
         self.num_classes = int(getattr(state.G, "num_classes", 0) or 0)
         self.labels = None if self.num_classes == 0 else self._check_labels(labels, images.shape[0])
+        if micro_batch is not None and not (isinstance(micro_batch, int) and micro_batch >= 1):
+            raise ValueError(f"micro_batch must be an integer >= 1 or None, got {micro_batch!r}")
+        self.micro_batch = micro_batch
+        self.sync = True  # False while probing memory (train.memory): gradients stay local to this process
 
     def _check_labels(self, labels: Tensor | None, n: int) -> Tensor:
         k = self.num_classes
@@ -135,6 +147,35 @@ class Trainer:
                 "training stopped. Lower the learning rates or check the data, then resume from the last checkpoint"
             )
 
+    def _chunks(self, n: int) -> list[slice] | None:
+        """Micro-batch slices of a batch of ``n``; None = one pass over the whole batch."""
+        m = self.micro_batch
+        if m is None or m >= n:
+            return None
+        return [slice(i, min(i + m, n)) for i in range(0, n, m)]
+
+    def _backward(self, loss_fn, n: int, name: str) -> dict[str, float]:
+        """``loss_fn(part)`` -> (loss, stats) for ``part`` = None (the whole batch) or a slice of it; runs backward
+        over the whole batch or its micro-batches (losses weighted by their share) and returns the stats."""
+        s = self.state
+        parts = self._chunks(n)
+        if parts is None:
+            with autocast(s):
+                loss, stats = loss_fn(None)
+            self._check_finite(loss, name)
+            loss.backward()
+            return stats
+        total: dict[str, float] = {}
+        for part in parts:
+            share = (part.stop - part.start) / n
+            with autocast(s):
+                loss, stats = loss_fn(part)
+            self._check_finite(loss, name)
+            (loss * share).backward()
+            for k, v in stats.items():
+                total[k] = total.get(k, 0.0) + float(v) * share
+        return total
+
     def train_step(self) -> dict[str, float]:
         """One iteration: n_dis D steps, one G step, mask enforcement, EMA update. Returns the stats."""
         s = self.state
@@ -146,13 +187,18 @@ class Trainer:
             real, real_c = self.real_batch(self.batch_D)
             z = self.latents(self.batch_D)
             gen_c = self.fake_labels(self.batch_D)
-            labels = {} if gen_c is None else {"c": (real_c, gen_c)}
-            with autocast(s):
-                loss_D, d_stats = self.objective.d_loss(G, D, real, z, self._aug_gen(), **labels)
-            self._check_finite(loss_D, "loss_D")
+
+            def d_loss(part, real=real, z=z, real_c=real_c, gen_c=gen_c):
+                if part is None:
+                    labels = {} if gen_c is None else {"c": (real_c, gen_c)}
+                    return self.objective.d_loss(G, D, real, z, self._aug_gen(), **labels)
+                labels = {} if gen_c is None else {"c": (real_c[part], gen_c[part])}
+                return self.objective.d_loss(G, D, real[part], z[part], self._aug_gen(), **labels)
+
             s.opt_D.zero_grad(set_to_none=True)
-            loss_D.backward()
-            sync_gradients(s, D, "D")  # DDP all-reduce; fp16 unscale
+            d_stats = self._backward(d_loss, real.shape[0], "loss_D")
+            if self.sync:
+                sync_gradients(s, D, "D")  # DDP all-reduce; fp16 unscale
             s.opt_D.step()
             enforce_masks(D)
             s.cur_nimg += real.shape[0]
@@ -161,13 +207,18 @@ class Trainer:
         D.requires_grad_(False)
         z = self.latents(self.batch_G)
         gen_c = self.fake_labels(self.batch_G)
-        labels = {} if gen_c is None else {"c": gen_c}
-        with autocast(s):
-            loss_G, g_stats = self.objective.g_loss(G, D, z, self._aug_gen(), **labels)
-        self._check_finite(loss_G, "loss_G")
+
+        def g_loss(part):
+            if part is None:
+                labels = {} if gen_c is None else {"c": gen_c}
+                return self.objective.g_loss(G, D, z, self._aug_gen(), **labels)
+            labels = {} if gen_c is None else {"c": gen_c[part]}
+            return self.objective.g_loss(G, D, z[part], self._aug_gen(), **labels)
+
         s.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        sync_gradients(s, G, "G")
+        g_stats = self._backward(g_loss, z.shape[0], "loss_G")
+        if self.sync:
+            sync_gradients(s, G, "G")
         s.opt_G.step()
         enforce_masks(G)
         D.requires_grad_(True)
@@ -182,14 +233,25 @@ class Trainer:
         return run_with_callbacks(self)
 
 
+class StopRequested(Exception):
+    """Raised by :func:`run_with_callbacks` between two iterations when ``trainer.stop_requested()`` is true (a
+    signal asked training to stop); the state is then consistent, so a checkpoint of it resumes bit-identically."""
+
+
 def run_with_callbacks(trainer):
     """Drive ``trainer`` until ``trainer.state.cur_nimg >= trainer.total_nimg``: ``on_train_start`` callbacks, then
     ``train_step()`` + ``on_step_end`` per iteration, then ``on_train_end``; adds wall time (including the callbacks'
     snapshots and grids) to ``trainer.state.wall_seconds``. Shared by :class:`Trainer` and the CycleGAN trainer.
 
+    If the trainer has a ``stop_requested`` callable, it is asked after every iteration (after the callbacks).
+
     Returns:
         ``trainer.state``.
+
+    Raises:
+        StopRequested: ``trainer.stop_requested()`` returned True (``on_train_end`` is not called).
     """
+    stop = getattr(trainer, "stop_requested", None)
     for cb in trainer.callbacks:
         cb.on_train_start(trainer)
     tick = time.perf_counter()
@@ -200,6 +262,8 @@ def run_with_callbacks(trainer):
         tick = now
         for cb in trainer.callbacks:
             cb.on_step_end(trainer, stats)
+        if stop is not None and stop() and trainer.state.cur_nimg < trainer.total_nimg:
+            raise StopRequested()
     for cb in trainer.callbacks:
         cb.on_train_end(trainer)
     return trainer.state

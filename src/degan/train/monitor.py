@@ -250,8 +250,14 @@ class OverfitMonitor(Callback):
         return rec
 
     def on_train_start(self, trainer: Trainer) -> None:
-        self._next = (trainer.state.cur_nimg // self.every_nimg + 1) * self.every_nimg
-        if trainer.state.cur_nimg == 0:
+        n = trainer.state.cur_nimg
+        self._next = (n // self.every_nimg + 1) * self.every_nimg
+        # resumed: the log (cut back to the checkpoint) already holds the record of this point if one was due, since
+        # the checkpoint is written after the monitor's records (degan.train.technique.CALLBACK_ORDER)
+        done = next((r for r in read_jsonl(self.path) if r.get("cur_nimg") == n), None)
+        if done is not None:
+            self.last, self._last_nimg = done, n
+        elif n == 0:
             self.record(trainer)
 
     def on_step_end(self, trainer: Trainer, stats: dict[str, float]) -> None:
@@ -342,14 +348,14 @@ _HELDOUT_CACHE: dict[tuple, tuple[Tensor | None, Tensor | None, str]] = {}
 
 
 def heldout_reals(source: str, *, resolution: int, channels: int, resize: str, train_indices: np.ndarray,
-                  num: int, seed: int = 0, with_labels: bool = False) -> tuple:
+                  num: int, seed: int = 0, with_labels: bool = False, background: str = "black") -> tuple:
     """A fixed sample of reals of the training distribution that the run does not train on.
 
     The dataset's test split when it has one; else the training-split images outside the limited-data subset;
     else none. Results are cached per process (levels of a run share them).
 
     Args:
-        source, resolution, channels, resize: as :func:`degan.data.load_dataset`.
+        source, resolution, channels, resize, background: as :func:`degan.data.load_dataset`.
         train_indices: int ``[n]`` indices of the subset trained on (into the training split).
         num: sample size (>= 1).
         seed: seed of the sample.
@@ -360,10 +366,11 @@ def heldout_reals(source: str, *, resolution: int, channels: int, resize: str, t
         ``"training split outside the subset"``, ``"none"``; with ``with_labels``
         ``(images, labels int64 [M] or None (unlabelled source), description)``.
     """
-    key = (source, resolution, channels, resize, int(num), int(seed), len(train_indices),
+    key = (source, resolution, channels, resize, background, int(num), int(seed), len(train_indices),
            hash(np.asarray(train_indices, dtype=np.int64).tobytes()))
     if key not in _HELDOUT_CACHE:
-        _HELDOUT_CACHE[key] = _draw_heldout(source, kw=dict(resolution=resolution, channels=channels, resize=resize),
+        _HELDOUT_CACHE[key] = _draw_heldout(source, kw=dict(resolution=resolution, channels=channels, resize=resize,
+                                                            background=background),
                                             train_indices=train_indices, num=num, seed=seed)
     images, labels, where = _HELDOUT_CACHE[key]
     return (images, labels, where) if with_labels else (images, where)
@@ -407,7 +414,7 @@ def overfitting_monitor(exp, stage, every_kimg: float, num: int = 256) -> Overfi
     train = exp.images[idx].cpu()
     heldout, heldout_labels, where = heldout_reals(
         cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels, resize=cfg.data.resize,
-        train_indices=exp.indices, num=num, seed=cfg.eval.seed, with_labels=True)
+        train_indices=exp.indices, num=num, seed=cfg.eval.seed, with_labels=True, background=cfg.data.background)
     labels = getattr(exp, "labels", None)  # a conditional run: D scores reals with their labels
     train_labels = None if labels is None else labels[idx].cpu()
     if labels is None:

@@ -264,6 +264,9 @@ class DynamicPruning(Callback):
         log_kimg: period of the per-layer density records in kimg (None = none; a record is also written at the
             start and the end).
         window: number of FIDs the trigger averages (5).
+        metric: the name of what ``evaluate`` returns (``fid``, ``kid_train``, ...), recorded with each check and
+            used by the plots' labels.
+        log: called with one line per regeneration check (value, trigger average, phase, decision); None = silent.
 
     Raises:
         ValueError: ``regen_every_kimg`` set without ``evaluate``; a non-positive period; invalid ``lam``,
@@ -272,7 +275,8 @@ class DynamicPruning(Callback):
 
     def __init__(self, *, lam: float = 5e-12, min_keep: float = 0.01, regen_every_kimg: float | None = None,
                  trigger: str = "paper", evaluate: Callable[[nn.Module], float] | None = None,
-                 log_path: str | Path | None = None, log_kimg: float | None = None, window: int = 5) -> None:
+                 log_path: str | Path | None = None, log_kimg: float | None = None, window: int = 5,
+                 metric: str = "fid", log: Callable[[str], None] | None = None) -> None:
         if not (lam >= 0 and math.isfinite(lam)):
             raise ValueError(f"sparsity regulariser lambda must be a finite number >= 0 (paper: 5e-12); got {lam}")
         if not 0.0 <= min_keep < 1.0:
@@ -287,6 +291,7 @@ class DynamicPruning(Callback):
         self.lam, self.min_keep = float(lam), float(min_keep)
         self.regen_nimg, self.log_nimg = _nimg(regen_every_kimg), _nimg(log_kimg)
         self.evaluate = evaluate
+        self.metric, self.log = str(metric), log
         self.trigger = RegenTrigger(trigger, window)
         self.log_path = Path(log_path) if log_path is not None else None
         self.events: list[dict] = []
@@ -436,8 +441,13 @@ class DynamicPruning(Callback):
         fid = float(self.evaluate(s.G_ema))
         window = self.trigger.history[-self.trigger.window:]
         decision = self.trigger.update(fid)
-        rec = {**self._where(trainer), "fid": fid, "average": self.trigger.last_average,
+        rec = {**self._where(trainer), "fid": fid, "metric": self.metric, "average": self.trigger.last_average,
                "phase": self.trigger.phase, "decision": decision}
+        if self.log is not None:
+            avg = self.trigger.last_average
+            self.log(f"[degan] RG-GAN check at kimg {s.kimg:.1f}: {self.metric} {fid:.4g}"
+                     + (f" (trigger average {avg:.4g})" if avg is not None else "")
+                     + f", {self.trigger.phase} phase" + (f" -> {decision}" if decision != "none" else ""))
         self.fids.append(rec)
         self._write({"kind": "fid", **rec, "trigger": self.trigger.state_dict()})
         if decision != "none":

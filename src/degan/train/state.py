@@ -72,7 +72,8 @@ class TrainState:
             self.opt_G.load_state_dict(sd["opt_G"])
             self.opt_D.load_state_dict(sd["opt_D"])
         except (RuntimeError, KeyError, ValueError) as e:
-            first = str(e).strip().splitlines()[0][:300]
+            lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+            first = "; ".join(lines[:2])[:300]  # torch's heading, then the first missing key or size mismatch
             raise CheckpointError(
                 f"checkpoint does not fit this model/config ({first}); "
                 "resume with the same --model, width and resolution it was written with"

@@ -45,8 +45,10 @@ from ..registry import Registry
 #: Objective wrapping orders of the built-in techniques (lowest = innermost).
 ORDER = {"lecam": 10, "r1": 20, "ada": 30, "dynamic": 40, "kd": 50, "distill": 50, "precision": 100}
 #: Callback orders of the built-in techniques and of the stage's own callbacks (lowest runs first each step).
+#: The snapshot runs last: a checkpoint at kimg X is written after every log record of X, so a stage resumed from
+#: it (whose logs are cut back to X) repeats no record and misses none.
 CALLBACK_ORDER = {"precision": 0, "progress": 5, "dynamic": 10, "rewind": 20, "slimming": 20, "ada": 30,
-                  "flops": 40, "stats": 50, "snapshot": 60, "monitor": 70, "tensorboard": 80}
+                  "flops": 40, "stats": 50, "monitor": 70, "best": 75, "tensorboard": 80, "snapshot": 90}
 
 
 @dataclass
