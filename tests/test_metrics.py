@@ -354,3 +354,13 @@ def test_feature_extraction_shows_a_bar_with_rate_and_eta(capsys):
     err = capsys.readouterr().err
     assert feats.shape == (12, 3)
     assert "generating + features" in err and "/12 [" in err and "img/s" in err  # total known: ETA shown
+
+
+def test_default_evaluation_size_follows_the_data_and_the_device():
+    from degan.config import RunConfig
+    from degan.metrics.evaluate import auto_num_gen
+
+    assert RunConfig().eval.num_gen is None  # chosen per run, printed, and carried in each metric's name
+    assert auto_num_gen(100, "cpu") == 1000 and auto_num_gen(459, "cpu") == 1000
+    assert auto_num_gen(800, "cpu") == 1600 and auto_num_gen(5085, "cpu") == 2000
+    assert auto_num_gen(100, "cuda") == 5000

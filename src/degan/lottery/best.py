@@ -24,6 +24,7 @@ import math
 from safetensors.torch import save_file as save_safetensors
 
 from ..fileio import atomic_path, write_json
+from ..metrics.evaluate import auto_num_gen
 from ..train.loop import Callback
 from ..train.technique import CALLBACK_ORDER, StageContext, Technique, register_technique
 from .experiment import evaluate_generator
@@ -77,7 +78,8 @@ class BestSnapshot(Callback):
         exp = self.ctx.exp
         was_training = G_ema.training
         try:
-            return float(evaluate_generator(exp, G_ema, [self.metric], exp.cfg.eval.num_gen)[0]["value"])
+            n = exp.cfg.eval.num_gen or auto_num_gen(exp.images.shape[0], exp.device)  # when the name has no count
+            return float(evaluate_generator(exp, G_ema, [self.metric], n)[0]["value"])
         finally:
             G_ema.train(was_training)
 

@@ -25,6 +25,7 @@ from ..train.checkpoint import latest_checkpoint, load_checkpoint
 from ..train.interrupt import stop_on_signals
 from ..train.loop import StopRequested, Trainer, float_to_images, images_to_float
 from ..train import distributed as ddp
+from ..metrics.evaluate import auto_num_gen
 from ..train.memory import is_oom, oom_error, probe_micro_batch
 from ..train.precision import apply_speed_options
 from . import techniques as _builtin_techniques  # noqa: F401  (registers the built-in techniques)
@@ -261,7 +262,12 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
     if metrics and ddp.is_main():  # metrics on rank 0 only (G_ema is the same on every rank)
         t0 = time.perf_counter()
         try:
-            records = evaluate_generator(exp, state.G_ema, metrics, cfg.eval.num_gen, progress=progress)
+            num_gen = cfg.eval.num_gen
+            if num_gen is None:
+                num_gen = auto_num_gen(exp.images.shape[0], exp.device)
+                exp.log(f"[degan] evaluating with {num_gen} samples (chosen for {exp.images.shape[0]} training "
+                        f"images on {torch.device(exp.device).type}; --num-gen N sets it)")
+            records = evaluate_generator(exp, state.G_ema, metrics, num_gen, progress=progress)
         except Exception as e:  # noqa: BLE001 - only out-of-memory is translated
             if not is_oom(e):
                 raise
