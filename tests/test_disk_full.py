@@ -126,3 +126,37 @@ def test_a_feature_cache_that_cannot_be_written_is_skipped_with_a_warning(tmp_pa
     assert cache.load({"k": 1}) is None  # and the next run computes and caches it
     cache.get_or_compute({"k": 1}, lambda: torch.ones(3, 2))
     assert cache.load({"k": 1}) is not None
+
+
+def _can_mount_tmpfs() -> bool:
+    import subprocess
+
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt && echo ok"],
+                           capture_output=True, text=True)
+    return probe.returncode == 0 and "ok" in probe.stdout
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -rm` to mount a small tmpfs (user namespaces)")
+def test_a_real_3mb_file_system_fills_up_then_the_run_resumes_once_it_grows(tmp_path):
+    """A real full disk (a 3 MB tmpfs, no monkeypatching): exit 28 with one line; after the file system grows,
+    --resume latest finishes the run."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "small"
+    out.mkdir()
+    cmd = (f"{sys.executable} -m degan.cli train --data faces100 --outdir {out} --model dcgan --width 1 "
+           "--resolution 32 --batch 8 --kimg 0.032 --snap 0.016 --metrics none --no-progress --threads 1")
+    script = (f"mount -t tmpfs -o size=3m tmpfs {out} && {{ {cmd}; echo rc1=$?; }}; "
+              f"mount -o remount,size=256m {out} && {{ {cmd} --resume latest; echo rc2=$?; }}; "
+              f"ls {out}/*/level_0/done.json")
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    err = res.stderr
+    assert "rc1=28" in res.stdout, (res.stdout, err[-2000:])
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "the disk is full" in lines[0] and "--resume latest" in lines[0]
+    assert "Traceback" not in err
+    assert "rc2=0" in res.stdout and "done.json" in res.stdout, (res.stdout, err[-2000:])
