@@ -226,3 +226,39 @@ def test_real_allocator_oom_under_rlimit_then_batch_gpu_auto_trains(tmp_path):
 
     info = json.loads(done)
     assert info["micro_batch"] < 1024 and info["real_images_shown"] == 1024 and info["step"] == 1
+
+
+def test_cli_oom_in_a_later_step_keeps_the_checkpoints_before_it(tmp_path, monkeypatch):
+    real_step, calls = Trainer.train_step, []
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError(CPU_OOM)
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    res = CliRunner().invoke(main, ["train", "--data", "faces100", "--outdir", str(tmp_path), *TINY,
+                                    "--snap", "0.008"])
+    assert res.exit_code == 12 and "Traceback" not in res.output
+    assert "out of CPU memory in the training step at kimg 0.02" in res.output
+    ckpts = sorted(p.name for p in tmp_path.glob("*/level_0/checkpoints/ckpt-*.pt"))
+    assert ckpts == ["ckpt-000000008.pt", "ckpt-000000016.pt"]  # the two written before the fault (keep 2)
+    for p in tmp_path.glob("*/level_0/checkpoints/ckpt-*.pt"):
+        torch.load(p, weights_only=True)
+
+
+def test_cli_oom_in_the_evaluation_names_the_eval_batch(tmp_path, monkeypatch):
+    import degan.lottery.stage as stage
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError(CUDA_OOM)
+
+    monkeypatch.setattr(stage, "evaluate_generator", oom)
+    args = ["train", "--data", "faces100", "--outdir", str(tmp_path), *[a for a in TINY if a != "none"]]
+    args[args.index("--metrics") + 1:args.index("--metrics") + 1] = ["kid_train"]
+    res = CliRunner().invoke(main, args + ["--num-gen", "64"])
+    assert res.exit_code == 12, res.output
+    line = [ln for ln in res.output.splitlines() if ln.startswith("error:")][0]
+    assert "in the evaluation of level_0" in line and "--set eval.batch_size=32" in line and "2 GiB" in line
+    assert next(tmp_path.glob("*/level_0/G_ema.safetensors")).is_file()  # the trained G is kept
