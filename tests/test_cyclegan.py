@@ -3,6 +3,7 @@
 import copy
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -282,7 +283,7 @@ def test_cli_dry_run_writes_nothing(tmp_path):
 
 
 def test_cli_two_level_ticket_run_writes_grids_masks_and_metrics(tmp_path, monkeypatch):
-    monkeypatch.setattr(cg, "load_extractor", lambda cfg, device="cpu": FakeExtractor())
+    monkeypatch.setattr(cg.run, "load_extractor", lambda cfg, device="cpu": FakeExtractor())
     path = _npz(tmp_path)
     args = ["cyclegan", "--data-a", path, "--data-b", path, "--classes-a", "0", "--classes-b", "1", "--outdir",
             tmp_path / "runs", "--levels", "1", "--prune", "G,D", "--width", "0.125", "--n-blocks", "1",
@@ -308,6 +309,17 @@ def test_cli_two_level_ticket_run_writes_grids_masks_and_metrics(tmp_path, monke
         assert json.loads((lv / "done.json").read_text())["density_G"] == pytest.approx(want, abs=0.01)
     subset = json.loads((run / "subset.json").read_text())
     assert all(i % 3 == 0 for i in subset["A"]["indices"]) and all(i % 3 == 1 for i in subset["B"]["indices"])
+    # the shared report: a table over levels with densities and the four metrics, translation grids
+    report = (run / "report.md").read_text()
+    assert re.search(r"\| 1 \| 0\.(8|79)\d* \| 0\.(8|79)\d* \| 20\.0 % \|", report), report
+    assert "fid8_A2B_train" in report and "IMP_GD" in report
+    assert "level_1/samples/translate_latest.png" in report and "G_ema" not in report
+    table = run_cli(["report", "--dry-run", run])
+    assert "kid8_B2A_train" in table and "| 0 | 1.0000 | 1.0000 |" in table
+    # degan eval on a CycleGAN level: the same evaluation entry, appended to metrics.jsonl, report rewritten
+    out = run_cli(["eval", run / "level_1", "--metrics", "fid_train", "--num-gen", "6", "--no-progress"])
+    assert "level_1\tfid6_A2B_train\t" in out and "level_1\tfid6_B2A_train\t" in out
+    assert "fid6_A2B_train" in (run / "level_1" / "metrics.jsonl").read_text() and out.strip().endswith("report.md")
     G = cg.load_translators(run / "level_1")
     assert G["G_AB"](torch.zeros(1, 3, 16, 16)).shape == (1, 3, 16, 16)
     # idempotent: the re-run skips both finished levels and trains nothing
@@ -315,6 +327,27 @@ def test_cli_two_level_ticket_run_writes_grids_masks_and_metrics(tmp_path, monke
     res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     assert res.exit_code == 0 and res.output.count("already finished") == 2
     assert sorted(p.name for p in (run / "level_1" / "checkpoints").iterdir()) == before
+
+
+def test_late_rewinding_starts_levels_from_the_dense_run(tmp_path):
+    """prune.rewind=step:2 (the shared RewindPoint): level 0 saves all four networks after 2 iterations, level 1 starts
+    from them (the unpruned discriminators exactly), not from theta_0; the variant says so."""
+    path = _npz(tmp_path)
+    run_cli(["cyclegan", "--data-a", path, "--data-b", path, "--classes-a", "0", "--classes-b", "1", "--outdir",
+             tmp_path / "runs", "--levels", "1", "--width", "0.125", "--n-blocks", "1", "--resolution", "16", "--kimg",
+             "0.008", "--batch", "2", "--snap", "0.008", "--device", "cpu", "--no-progress", "--metrics", "none",
+             "--set", "model.n_layers=1", "--set", "prune.rewind=step:2", "--set", "train.keep_checkpoints=5"])
+    run = next((tmp_path / "runs").glob("cyclegan-*"))
+    saved = torch.load(run / "level_0" / "rewind.pt", weights_only=True)
+    assert saved["step"] == 2 and set(cg.NETS) <= set(saved)
+    start = torch.load(run / "level_1" / "checkpoints" / "ckpt-000000000.pt", weights_only=True)["state"]["nets"]
+    init = torch.load(run / "init.pt", weights_only=True)["nets"]
+    assert all(torch.equal(start["D_A"][k], v) for k, v in saved["D_A"].items())
+    assert not all(torch.equal(start["D_A"][k], v) for k, v in init["D_A"].items())
+    done = json.loads((run / "level_1" / "done.json").read_text())
+    assert done["variant"] == "IMP_G@step:2" and done["rewind"] == "step:2"
+    with pytest.raises(ConfigError, match="prune.rewind"):
+        tiny_cfg("prune.rewind=soon")
 
 
 @pytest.mark.slow

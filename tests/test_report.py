@@ -200,3 +200,34 @@ def test_write_report_without_metrics(tmp_path):
     assert not (run / "fid_vs_density.png").exists() and not (run / "fid_vs_density.csv").exists()
     with pytest.raises(ValueError, match="no FID or KID metric.*available metrics: none"):
         fid_vs_density([run], tmp_path / "x.png")
+
+
+def test_cyclegan_run_folder_reports_levels_densities_metrics_and_translations(tmp_path):
+    """A CycleGAN run folder (done.json as degan.cyclegan.run writes it) in the shared report: densities of the
+    generators and discriminators, the metrics of both directions, #RI from both domains, translation grids."""
+    from degan.cyclegan import CycleGANConfig, dump_yaml as dump_cycle
+    from degan.report.html import write_html_report
+    from degan.report.rows import run_kind
+
+    run = tmp_path / "cyclegan-run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_cycle(CycleGANConfig()))
+    for k, dens in ((0, 1.0), (1, 0.8)):
+        d = run / f"level_{k}"
+        (d / "samples").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (0, 0, 255)).save(d / "samples" / "translate_latest.png")
+        done = {"level": k, "density_G_AB": dens, "density_G_BA": dens, "density_D_A": 1.0, "density_D_B": 1.0,
+                "density_G": dens, "density_D": 1.0, "kimg": 0.5, "step": 125, "images_shown_per_domain": 500,
+                "train_seconds": 12.0, "pruned_networks": ["G_AB", "G_BA"], "variant": "IMP_G", "eval_seconds": 1.0,
+                "metrics": {"fid8_A2B_train": {"value": 40.0 + k, "std": None},
+                            "kid8_B2A_train": {"value": 0.01, "std": 0.001}}}
+        (d / "done.json").write_text(json.dumps(done))
+    assert run_kind(run) == "cyclegan" and run_kind(tmp_path) == "gan"
+    rows = collect(run)
+    assert [r["real_images_shown"] for r in rows] == [1000, 1000]
+    text = write_report(run).read_text()
+    assert "| 1 | 0.8000 | 1.0000 | 20.0 % | 41.00 | 0.0100 ± 0.0010 | 1,000 |" in text
+    assert "](level_1/samples/translate_latest.png)" in text and "G_AB(A) against domain B" in text
+    assert "G_ema" not in text and (run / "fid_vs_density.png").is_file()
+    html = write_html_report(run).read_text()
+    assert "Final translation grids" in html and "A CycleGAN run" in html

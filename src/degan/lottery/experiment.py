@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
@@ -30,6 +29,7 @@ from ..train.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from ..train.loop import Callback, Trainer, float_to_images
 from ..train import distributed as ddp
 from .layout import RunLayout, StageLayout, run_folder_name
+from .masks import load_masks, save_masks  # noqa: F401  (re-exported)
 
 Log = Callable[[str], None]
 
@@ -305,38 +305,6 @@ def _subset_labels(cfg: RunConfig, labels: np.ndarray | None, indices: np.ndarra
     return torch.from_numpy(np.asarray(labels)[indices].astype(np.int64))
 
 
-def save_masks(path: Path, masks: dict[str, Mask]) -> None:
-    """Write ``{"G": Mask, "D": Mask}`` as one safetensors file with keys ``G.<param>`` / ``D.<param>`` (bool)."""
-    flat = {f"{net}.{name}": m.contiguous().bool() for net, mask in masks.items() for name, m in mask.items()}
-    with atomic_path(path) as tmp:
-        save_safetensors(flat, str(tmp))
-
-
-def load_masks(path: str | Path) -> dict[str, Mask]:
-    """Read a masks file written by :func:`save_masks`.
-
-    Raises:
-        CheckpointError: missing or unreadable file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"mask file {str(path)!r} does not exist; is this a finished ticket level?")
-    try:
-        flat = load_safetensors(str(path))
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"mask file {str(path)!r} cannot be read ({e})") from None
-    out: dict[str, Mask] = {"G": {}, "D": {}}
-    for key, t in flat.items():
-        net, _, name = key.partition(".")
-        if net not in ("G", "D") or not name:
-            raise CheckpointError(f"mask file {str(path)!r} has the key {key!r}; keys must be G.<param> or D.<param>")
-        if t.dtype != torch.bool and not bool(((t == 0) | (t == 1)).all()):
-            raise CheckpointError(f"mask {key} in {str(path)!r} has non-binary values (e.g. "
-                                  f"{float(t[(t != 0) & (t != 1)].flatten()[0]):g}); a mask must hold 0/1 or bool")
-        out[net][name] = t.bool()
-    return out
-
-
 def initial_weights(exp: Experiment) -> dict:
     """theta_0 / phi_0: load ``init.pt`` or create it from the seed (written atomically, once per run).
 
@@ -461,14 +429,28 @@ def save_G_ema(stage: StageLayout, G_ema: nn.Module, cfg: RunConfig, extra: dict
 
 
 class RewindPoint(Callback):
-    """Saves G, D and G_ema of the dense run (level 0) once, when training first reaches the late-rewinding point.
+    """Saves the networks of the dense run (level 0) once, when training first reaches the late-rewinding point.
 
     Late rewinding (Frankle et al. 2020; GAN-LTH §4): later levels start from these weights instead of theta_0.
-    The file holds ``{"G", "D", "G_ema", "cur_nimg", "step"}`` (state dicts incl. masks); optimizer state is not kept.
+    The file holds ``{<net>: state dict incl. masks, ..., "cur_nimg", "step"}``: ``G``, ``D`` and ``G_ema`` for the
+    (G, D) families, the named networks ``networks(trainer)`` returns otherwise (CycleGAN: ``G_AB``, ``G_BA``,
+    ``D_A``, ``D_B``); optimizer state is not kept.
+
+    Args:
+        path: the file (:func:`rewind_path`).
+        kind, value: the point, as :func:`degan.config.parse_rewind` returns it (``step``, ``kimg`` or ``pct``).
+        networks: ``trainer -> {name: network}`` to save; None = ``G``, ``D``, ``G_ema`` of a
+            :class:`~degan.train.loop.Trainer`. The trainer needs ``state.step``, ``state.cur_nimg``, ``state.kimg``
+            and ``total_nimg``.
+
+    Raises:
+        DeganError: (at the end of training) the point was never reached.
     """
 
-    def __init__(self, path: Path, kind: str, value: float) -> None:
+    def __init__(self, path: Path, kind: str, value: float,
+                 networks: Callable[[Trainer], dict[str, nn.Module]] | None = None) -> None:
         self.path, self.kind, self.value = Path(path), kind, value
+        self.networks = networks or (lambda t: {"G": t.state.G, "D": t.state.D, "G_ema": t.state.G_ema})
 
     def _reached(self, trainer: Trainer) -> bool:
         s = trainer.state
@@ -483,7 +465,7 @@ class RewindPoint(Callback):
             return
         s = trainer.state
         with atomic_path(self.path) as tmp:
-            torch.save({"G": s.G.state_dict(), "D": s.D.state_dict(), "G_ema": s.G_ema.state_dict(),
+            torch.save({**{n: m.state_dict() for n, m in self.networks(trainer).items()},
                         "cur_nimg": s.cur_nimg, "step": s.step}, tmp)
 
     def on_train_end(self, trainer: Trainer) -> None:
@@ -493,9 +475,24 @@ class RewindPoint(Callback):
                              "earlier prune.rewind")
 
 
-def rewind_path(exp: Experiment) -> Path:
+def rewind_path(exp) -> Path:
     """Where level 0 keeps its weights at the late-rewinding point."""
     return exp.run.level(0).root / "rewind.pt"
+
+
+def load_rewind_point(exp) -> dict:
+    """The weights level 0 saved at the late-rewinding point (:class:`RewindPoint`): ``{<net>: state dict, ...,
+    "cur_nimg", "step"}``. ``exp`` is any experiment with a ``run`` folder and a ``cfg.prune.rewind``.
+
+    Raises:
+        DeganError: level 0 has no saved rewind point (it was trained without late rewinding), or it cannot be read.
+    """
+    path = rewind_path(exp)
+    todo = f"delete {exp.run.level(0).root} to retrain it, or use prune.rewind=init"
+    if not path.is_file():
+        raise DeganError(f"{path} is missing: level 0 was trained without saving the late-rewinding point "
+                         f"{exp.cfg.prune.rewind}; {todo}")
+    return load_weights(path, what="the late-rewinding point", todo=todo)
 
 
 def level_start(exp: Experiment, init: dict) -> dict:
@@ -509,13 +506,7 @@ def level_start(exp: Experiment, init: dict) -> dict:
     if kind == "init":
         start = {"G": init["G"], "D": init["D"]}
     else:
-        path = rewind_path(exp)
-        if not path.is_file():
-            raise DeganError(f"{path} is missing: level 0 was trained without saving the late-rewinding point "
-                             f"{cfg.prune.rewind}; delete {exp.run.level(0).root} to retrain it, or use "
-                             "prune.rewind=init")
-        saved = load_weights(path, what="the late-rewinding point",
-                             todo=f"delete {exp.run.level(0).root} to retrain it, or use prune.rewind=init")
+        saved = load_rewind_point(exp)
         start = {"G": saved["G"], "D": saved["D"]}
     d_reset = cfg.prune.d_reset
     if d_reset == "trained":

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from ..fileio import atomic_path, read_json, read_jsonl, write_text
+from .rows import run_kind
 
 __all__ = ["write_html_report", "ASSETS_DIR", "plot_training_curves", "plot_metric_curves"]
 
@@ -193,6 +194,9 @@ def _config_section(run_root: Path) -> tuple[str, dict]:
     except ConfigError:
         return "<p>No readable <code>config.yaml</code>.</p>", {}
     model = str((cfg.get("model") or {}).get("name", ""))
+    if run_kind(run_root) == "cyclegan":  # another config class: no diff against the (G, D) defaults
+        return (f"<h2>Config</h2><p class='sub'>A CycleGAN run (<code>degan cyclegan</code>).</p><details open>"
+                f"<summary>full config.yaml</summary><pre>{_e(path.read_text(encoding='utf-8'))}</pre></details>"), cfg
     try:  # the run's own model preset, as the CLI starts from it (dcgan runs against dcgan's defaults)
         base, against = (resolve(preset=model), f"the <code>{_e(model)}</code> preset") if model in PRESETS \
             else (RunConfig(), "degan's defaults")
@@ -437,7 +441,9 @@ def write_html_report(run_root: str | Path, out_dir: str | Path | None = None) -
             "<h2>Results</h2>", _table(rows),
             "<p class='sub'>#RI = real images shown to D. Training FLOPs: dense = the same schedule with dense "
             "networks; effective = counting only the unpruned weights (percentage = effective / dense). Wall time = "
-            "training (incl. snapshots) + evaluation. Metrics are computed on G_ema.</p>"]
+            "training (incl. snapshots) + evaluation. " + ("Metrics are computed on the trained generators "
+            "(A2B = G_AB(A) against domain B, B2A = G_BA(B) against domain A)." if run_kind(run.root) == "cyclegan"
+            else "Metrics are computed on G_ema.") + "</p>"]
     protocol = next((m.get("protocol") for r in rows for m in (r.get("metrics") or {}).values()
                      if m.get("protocol")), None)
     if protocol:
@@ -455,14 +461,16 @@ def write_html_report(run_root: str | Path, out_dir: str | Path | None = None) -
                              assets.path("metrics_over_kimg.png"))
     if png is not None:
         figs.append(_img(assets.rel(png), "metrics over training", "plot", "Metrics evaluated during training."))
-    finals = [(r, Path(r["dir"]) / "samples" / "fakes_latest.png") for r in rows if r.get("status") == "done"]
+    grid_file, caption = (("translate_latest.png", "Final translation grids of every stage (rows: A, G_AB(A), "
+                           "G_BA(G_AB(A)), B, G_BA(B), G_AB(G_BA(B)))") if run_kind(run.root) == "cyclegan"
+                          else ("fakes_latest.png", "Final G_ema samples of every stage (fixed latents)"))
+    finals = [(r, Path(r["dir"]) / "samples" / grid_file) for r in rows if r.get("status") == "done"]
     finals = [(r, p) for r, p in finals if p.is_file()]
     if finals:
         figs.append("<figure><div class='strip'>" + "".join(
             _img(assets.copy(p, f"{r['stage']}-final.png"), f"final samples of {r['stage']}", "grid",
                  f"{r['stage']}" + ("" if r.get("density_G") is None else f" (G {100 * r['density_G']:.3g} %)"))
-            for r, p in finals) + "</div><figcaption>Final G_ema samples of every stage (fixed latents).</figcaption>"
-            "</figure>")
+            for r, p in finals) + f"</div><figcaption>{caption}.</figcaption></figure>")
     if figs:
         body.append("<div>" + "".join(figs) + "</div>")
     body.append("<h2>Stages</h2>")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..fileio import write_text
-from .rows import collect
+from .rows import collect, run_kind
 
 PLOT_PNG = "fid_vs_density.png"
 """File name of the metric-vs-remaining-weights plot :func:`write_report` writes in the run folder."""
@@ -142,9 +142,41 @@ def _plot_network(run_root: Path) -> str:
     return "D" if nets == {"D"} else "G"
 
 
+def _sample_grids(root: Path, rows: list[dict], first: dict | None) -> list[str]:
+    """Markdown lines: the real images and the final G_ema samples of every finished stage."""
+    out = ["", "## Samples (G_ema, fixed latents)", ""]
+    if first is not None and (Path(first["dir"]) / "samples" / "reals.png").is_file():
+        rel = os.path.relpath(Path(first["dir"]) / "samples", root)
+        out += [f"Real training images: ![reals]({rel}/reals.png)", ""]
+        if (Path(first["dir"]) / "samples" / "reals_aug.png").is_file():
+            out += [f"The same reals after the augmentation D sees: ![reals_aug]({rel}/reals_aug.png)", ""]
+    for r in rows:
+        grid = Path(r["dir"]) / "samples" / "fakes_latest.png"
+        if r.get("status") == "done" and grid.is_file():
+            rel = os.path.relpath(grid, root)
+            name = f"level {r['level']}" + (f" · {r['branch']}" if r.get("branch") else "")
+            dens = "" if r.get("density_G") is None else f" (density G {r['density_G']:.3f})"
+            out += [f"### {name}{dens}", "", f"![{name}]({rel})", ""]
+    return out
+
+
+def _translation_grids(root: Path, rows: list[dict]) -> list[str]:
+    """Markdown lines: the final translation grid of every finished CycleGAN stage (:mod:`degan.cyclegan.grid`)."""
+    out = ["", "## Translations (fixed images of both domains)", "",
+           "Rows of each grid: A, G_AB(A), G_BA(G_AB(A)), B, G_BA(B), G_AB(G_BA(B)).", ""]
+    for r in rows:
+        grid = Path(r["dir"]) / "samples" / "translate_latest.png"
+        if r.get("status") == "done" and grid.is_file():
+            name = f"level {r['level']}" + (f" · {r['branch']}" if r.get("branch") else "")
+            dens = "" if r.get("density_G") is None else f" (density G {r['density_G']:.3f})"
+            out += [f"### {name}{dens}", "", f"![{name}]({os.path.relpath(grid, root)})", ""]
+    return out
+
+
 def write_report(run_root: str | Path) -> Path:
     """Write ``report.md`` in the run folder and return its path.
 
+    CycleGAN run folders (:func:`degan.report.rows.run_kind`) show their translation grids instead of G_ema samples.
     When a finished stage has a FID or KID metric, the plot of that metric vs the remaining weights
     (:data:`PLOT_PNG`) and its data (:data:`PLOT_CSV`) are written beside it and linked from the report.
     """
@@ -159,6 +191,9 @@ def write_report(run_root: str | Path) -> Path:
         for m in (r.get("metrics") or {}).values():
             protocol = protocol or m.get("protocol")
     first = next((r for r in rows if r.get("status") == "done"), None)
+    cyclegan = run_kind(run.root) == "cyclegan"
+    evaluated = ("Metrics are computed on the trained generators: A2B = G_AB(A) against domain B, B2A = G_BA(B) "
+                 "against domain A." if cyclegan else "Metrics are computed on G_ema.")
     out = [f"# degan report: {run.root.name}", "",
            "Config: [config.yaml](config.yaml) · data: [data.json](data.json) · environment: [env.json](env.json)", "",
            text, "",
@@ -166,7 +201,7 @@ def write_report(run_root: str | Path) -> Path:
             if any(r.get("branch") for r in rows) else "") +
            "#RI = real images shown to D. Training FLOPs: dense = the same schedule with dense networks, effective = "
            "counting only the unpruned weights (the percentage is effective / dense). Wall time = training loop "
-           "(incl. snapshots) + evaluation (generating and scoring the samples). Metrics are computed on G_ema."]
+           "(incl. snapshots) + evaluation (generating and scoring the samples). " + evaluated]
     if protocol:
         out += ["", "Metric protocol: " + ", ".join(f"{k} = {v}" for k, v in protocol.items() if v is not None)]
 
@@ -212,19 +247,10 @@ def write_report(run_root: str | Path) -> Path:
         out += ["", "The check every `--best-every` kimg on fixed latents keeps the best G_ema "
                 "(history in each stage's `best.json`); the table above is the last G_ema."]
 
-    out += ["", "## Samples (G_ema, fixed latents)", ""]
-    if first is not None and (Path(first["dir"]) / "samples" / "reals.png").is_file():
-        rel = os.path.relpath(Path(first["dir"]) / "samples", run.root)
-        out += [f"Real training images: ![reals]({rel}/reals.png)", ""]
-        if (Path(first["dir"]) / "samples" / "reals_aug.png").is_file():
-            out += [f"The same reals after the augmentation D sees: ![reals_aug]({rel}/reals_aug.png)", ""]
-    for r in rows:
-        grid = Path(r["dir"]) / "samples" / "fakes_latest.png"
-        if r.get("status") == "done" and grid.is_file():
-            rel = os.path.relpath(grid, run.root)
-            name = f"level {r['level']}" + (f" · {r['branch']}" if r.get("branch") else "")
-            dens = "" if r.get("density_G") is None else f" (density G {r['density_G']:.3f})"
-            out += [f"### {name}{dens}", "", f"![{name}]({rel})", ""]
+    if cyclegan:
+        out += _translation_grids(run.root, rows)
+    else:
+        out += _sample_grids(run.root, rows, first)
     path = run.report
     write_text(path, "\n".join(out) + "\n")
     return path
