@@ -59,3 +59,24 @@ def test_a_signal_writes_a_checkpoint_of_that_moment_and_the_resume_is_bit_ident
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert stats(out) == stats(tmp_path / "ref")  # every record once, with the uninterrupted values
     assert not list(ckpt_dir.glob("*.interrupt")) and not (ckpt_dir / ckpts[-1].name).exists()  # temporary
+
+
+def test_an_interrupt_at_a_periodic_checkpoint_keeps_it_periodic(tmp_path):
+    """A stop requested in the iteration that wrote a periodic checkpoint reuses it (no marker), so the next
+    periodic checkpoint does not delete it (found by the kill battery under SIGTERM)."""
+    from test_memory import toy_trainer
+
+    from degan.train.callbacks import Snapshot
+
+    tr = toy_trainer()
+    snap = Snapshot(tmp_path / "ck", tmp_path / "samples", 0.016, {}, torch.randn(4, 8), keep=10)
+    tr.state.cur_nimg = 16
+    snap.snapshot(tr)                       # periodic, at 16
+    snap.snapshot(tr, periodic=False)       # the interrupt in the same iteration
+    assert not list((tmp_path / "ck").glob("*.interrupt"))
+    tr.state.cur_nimg = 24
+    snap.snapshot(tr, periodic=False)       # an interrupt between two periodic checkpoints: temporary
+    assert [p.name for p in (tmp_path / "ck").glob("*.interrupt")] == ["ckpt-000000024.interrupt"]
+    tr.state.cur_nimg = 32
+    snap.snapshot(tr)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["ckpt-000000016.pt", "ckpt-000000032.pt"]

@@ -15,9 +15,10 @@ from degan.models.sngan import SNGAN32_PARAMS
 
 # Smallest sensible options per model so the test stays fast.
 TINY = {"dcgan": dict(resolution=16, width=0.25, z_dim=16), "sngan32": dict(width=0.125, z_dim=16),
-        "stylegan2": dict(resolution=32, width=1 / 32, z_dim=16, mapping_layers=2), "biggan": dict(width=0.05, z_dim=16)}
+        "stylegan2": dict(resolution=32, width=1 / 32, z_dim=16, mapping_layers=2), "biggan": dict(width=0.05, z_dim=16),
+        "fastgan": dict(resolution=64, width=1 / 16, z_dim=16)}
 NO_SN = {"stylegan2"}  # families without spectral norm (StyleGAN2: equalised lr + R1 instead)
-SN_IN_G = {"biggan"}  # families with spectral norm on G's tagged layers too (BigGAN)
+SN_IN_G = {"biggan", "fastgan"}  # families with spectral norm on G's tagged layers too (BigGAN, FastGAN)
 
 
 def _tiny(name: str) -> dict:

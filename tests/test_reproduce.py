@@ -68,7 +68,7 @@ def test_verdict_needs_an_interval_and_valid_expectation():
 
 
 def test_claims_cover_c1_to_c5_with_consistent_arms_and_jobs():
-    assert list(CLAIMS) == ["C1", "C2", "C3", "C4", "C5"]
+    assert list(CLAIMS) == ["C1", "C2", "C3", "C4", "C5", "C6"]
     assert [c.name for c in get_claims(["all"])] == list(claims_mod.RUN_ORDER)
     with pytest.raises(ValueError, match="valid claims are: C1"):
         get_claims(["C9"])
@@ -186,3 +186,12 @@ def test_subprocess_and_in_process_run_folders_agree(tmp_path, tiny_npz):
 
     with pytest.raises(DeganError, match="no such|does not exist|not exist"):
         dry_run_folder(["train", "--data", str(tmp_path / "missing.npz"), "--outdir", str(tmp_path)])
+
+
+def test_a_dry_run_writes_nothing(tmp_path, tiny_npz):
+    results, outdir = tmp_path / "results", tmp_path / "runs"
+    res = CliRunner().invoke(main, ["reproduce", "C6", "--data", str(tiny_npz), "--seeds", "0", "--results",
+                                    str(results), "--outdir", str(outdir), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "would run c6-eb-s0" in res.output and "--early-bird" in res.output
+    assert not results.exists() or not any(results.rglob("*"))

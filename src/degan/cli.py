@@ -197,6 +197,7 @@ def _overrides(kw: dict) -> dict:
         ("eval", "metrics"): kw.get("metrics"), ("eval", "num_gen"): kw.get("num_gen"),
         ("eval", "best_every_kimg"): kw.get("best_every"), ("eval", "early_stop"): kw.get("early_stop"),
         ("eval", "inception"): kw.get("inception"), ("prune", "levels"): kw.get("levels"),
+        ("prune", "early_bird"): kw.get("early_bird"),
         ("prune", "rate"): kw.get("rate"), ("prune", "networks"): kw.get("prune"),
         ("prune", "mask_source"): kw.get("mask_source"), ("advaug", "enabled"): kw.get("advaug"),
         ("lecam", "enabled"): kw.get("lecam"), ("r1", "gamma"): kw.get("r1_gamma"),
@@ -395,6 +396,9 @@ def _resume_arg(resume: str | None, command: str) -> bool | Path:
                    "(sets prune.networks and prune.kd_weight)  [default: IMP_GD]")
 @click.option("--method", type=click.Choice(["imp_global", "imp_layerwise", "omp", "random"]), default=None,
               help="pruning method: global or layer-wise IMP, one-shot magnitude (OMP), random  [default: imp_global]")
+@click.option("--early-bird/--no-early-bird", "early_bird", default=None,
+              help="early-bird tickets: each pruned level stops once its magnitude masks stop changing (prune.eb_*); "
+                   "with --method omp only the dense level (to the draw) and the last level train  [default: off]")
 @click.option("--rewind", type=str, default=None,
               help="rewind point of later levels: init (theta_0), or late rewinding to the dense run at kimg:<x>, "
                    "step:<n> or <p>%  [default: init]")
@@ -565,6 +569,11 @@ def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str |
     if memorization and memorization_num < 2:
         raise DeganError(f"--memorization-num must be >= 2, got {memorization_num}")
     run, stages = _stages(run_or_level)
+    from .report.rows import run_kind
+
+    if run_kind(run.root) == "cyclegan":
+        _eval_cyclegan(run, stages, names, num_gen, inception, progress, dry_run)
+        return
     ev = {k: v for k, v in (("inception", inception), ("inception_full", inception_full), ("cache_dir", cache_dir)) if v}
     o = {"eval": ev} if ev else {}
     exp = experiment_for(run.root, **o)
@@ -587,6 +596,32 @@ def eval_(run_or_level: str, metrics: str, num_gen: int | None, inception: str |
             from .metrics.memorization import check_run_stage
 
             check_run_stage(exp, stage, G, memorization_num, log=click.echo)
+    click.echo(str(write_report(run.root)))
+
+
+def _eval_cyclegan(run, stages, names: list[str], num_images: int | None, inception: str | None, progress: bool,
+                   dry_run: bool) -> None:
+    """``degan eval`` on a CycleGAN run: FID / KID of both directions of each finished level
+    (:func:`degan.cyclegan.evaluate_run`). The metric names give the kinds (``fid*``, ``kid*``) and, when all end in
+    ``_train`` or all in ``_test``, the reference set; ``--num-gen`` caps the images per domain."""
+    from .cyclegan import dump_yaml as dump_cyclegan
+    from .cyclegan import evaluate_run, experiment_for
+    from .report import write_report
+
+    ev: dict = {"metrics": ",".join(dict.fromkeys(re.sub(r"\d+k?$", "", m.split("_")[0]) for m in names)) or "none"}
+    refs = {m.rsplit("_", 1)[-1] for m in names}
+    if refs in ({"train"}, {"test"}):
+        ev["reference"] = refs.pop()
+    ev.update({k: v for k, v in (("num_images", num_images), ("inception", inception)) if v})
+    exp = experiment_for(run.root, **ev)
+    if dry_run:
+        click.echo(f"# would evaluate {exp.cfg.eval.metrics} (both directions, {exp.cfg.eval.reference} images) on: "
+                   + ", ".join(s.root.name for s in stages))
+        click.echo(dump_cyclegan(exp.cfg).rstrip())
+        return
+    for r in evaluate_run(exp, stages, progress=progress):
+        std = f" ± {r['std']:.4g}" if r.get("std") is not None else ""
+        click.echo(f"{r['stage']}\t{r['metric']}\t{r['value']:.4f}{std}")
     click.echo(str(write_report(run.root)))
 
 

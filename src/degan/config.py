@@ -15,6 +15,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -192,6 +193,12 @@ class PruneConfig:
         kd_weight: weight of the distillation loss from the frozen dense trained D into D (IMP_GD^KD uses 1;
             0 = off).
         seed: seed of random pruning (``method=random``) and of random branches.
+        early_bird: draw each level's ticket once its magnitude masks stop changing (You et al., ICLR 2020; SPEC §10,
+            :mod:`degan.lottery.early_bird`): levels that are pruned stop at the draw; with ``method=omp`` only the
+            dense level (to the draw) and the last level train.
+        eb_every_kimg: period of the early-bird check, kimg.
+        eb_eps: the draw happens when the last ``eb_window`` mask distances (normalised Hamming) are all below this.
+        eb_window: number of consecutive distances compared with ``eb_eps``.
     """
 
     levels: int = 0
@@ -204,6 +211,10 @@ class PruneConfig:
     d_reset: str = "rewind"
     kd_weight: float = 0.0
     seed: int = 0
+    early_bird: bool = False
+    eb_every_kimg: float = 2.0
+    eb_eps: float = 0.1
+    eb_window: int = 5
 
 
 VARIANTS: dict[str, dict] = {
@@ -377,6 +388,24 @@ class R1Config:
 
 
 @dataclass(frozen=True)
+class ReconConfig:
+    """Self-supervised reconstruction loss of a discriminator that has decoders (FastGAN, Liu et al., ICLR 2021,
+    arXiv:2101.04775, Eq. 4; :mod:`degan.recon`). Models whose D has no decoders ignore it.
+
+    Attributes:
+        weight: lambda of the term added to L_D: the mean over the (augmented) reals of the distances between D's
+            three reconstructions and their targets, summed over the three decoders; 0 = off. The paper's weight
+            is 1; the released code sums over the batch instead of averaging, i.e. weight = batch size (8).
+        lpips: path to an LPIPS module ``f(x, y) -> [N]`` distances (images in [-1, 1]), the paper's perceptual
+            distance, as a TorchScript file or a ``torch.export`` program (``.pt2``); None = the L1 pixel distance
+            (LPIPS needs backbone weights that degan cannot download; docs/fastgan.md says how to make the file).
+    """
+
+    weight: float = 1.0
+    lpips: str | None = None
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation at the end of each stage (SPEC §8).
 
@@ -443,6 +472,7 @@ class RunConfig:
     dynamic: DynamicConfig = field(default_factory=DynamicConfig)
     lecam: LeCamConfig = field(default_factory=LeCamConfig)
     r1: R1Config = field(default_factory=R1Config)
+    recon: ReconConfig = field(default_factory=ReconConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -528,12 +558,17 @@ def from_dict(cls: type, data: dict | None, where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def set_dotted(cfg: RunConfig, key: str, value: Any) -> RunConfig:
-    """Return ``cfg`` with the dotted ``key`` (``train.total_kimg``) set to ``value`` (a YAML string or a value).
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """``base`` with the nested dict ``overrides`` merged in (mappings merge key by key; other values replace)."""
+    out = dict(base)
+    for k, v in overrides.items():
+        out[k] = deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
 
-    Raises:
-        ConfigError: unknown key or bad value.
-    """
+
+def dotted_override(key: str, value: Any) -> dict:
+    """``("train.total_kimg", "5")`` -> ``{"train": {"total_kimg": 5}}``; a string value is parsed as YAML (except
+    ``""`` and ``#rrggbb`` colours, which stay strings)."""
     if isinstance(value, str):
         try:
             value = yaml.safe_load(value) if value != "" and not value.startswith("#") else value  # '#rrggbb
@@ -546,20 +581,56 @@ def set_dotted(cfg: RunConfig, key: str, value: Any) -> RunConfig:
         cursor[p] = {}
         cursor = cursor[p]
     cursor[parts[-1]] = value
-    return merge(cfg, nested)
+    return nested
+
+
+def parse_set(item: str) -> dict:
+    """One ``--set`` string ``"section.key=value"`` as a nested override dict (see :func:`dotted_override`).
+
+    Raises:
+        ConfigError: no ``=`` in ``item``.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value (e.g. train.total_kimg=200), got {item!r}")
+    key, value = item.split("=", 1)
+    return dotted_override(key.strip(), value)
+
+
+def set_dotted(cfg: RunConfig, key: str, value: Any) -> RunConfig:
+    """Return ``cfg`` with the dotted ``key`` (``train.total_kimg``) set to ``value`` (a YAML string or a value).
+
+    Raises:
+        ConfigError: unknown key or bad value.
+    """
+    return merge(cfg, dotted_override(key, value))
 
 
 def merge(cfg: RunConfig, overrides: dict) -> RunConfig:
     """Return ``cfg`` updated with a nested dict of overrides (validated like :func:`from_dict`)."""
-    base = to_dict(cfg)
+    return validate(from_dict(RunConfig, deep_merge(to_dict(cfg), overrides)))
 
-    def deep(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = deep(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-        return out
 
-    return validate(from_dict(RunConfig, deep(base, overrides)))
+def resolve_dataclass(cls: type, file: str | Path | None = None, sets: Iterable[str] = (),
+                      overrides: dict | None = None, check: Callable[[Any], Any] | None = None) -> Any:
+    """Resolve any root config dataclass ``cls``: defaults -> YAML/JSON ``file`` -> ``"section.key=value"`` strings
+    -> ``overrides`` (nested dict), merged as dicts, built once with :func:`from_dict` and passed through ``check``
+    (the config's own validation; it returns the config).
+
+    This is how task configs other than :class:`RunConfig` (e.g. :class:`degan.cyclegan.CycleGANConfig`) resolve;
+    :func:`resolve` does the same for :class:`RunConfig` with presets and a validation after every step.
+
+    Raises:
+        ConfigError: unknown key (lists the valid ones), bad value, unreadable file, or what ``check`` raises.
+    """
+    data = to_dict(cls())
+    if file:
+        data = deep_merge(data, load_file(file))
+    for item in sets:
+        data = deep_merge(data, parse_set(item))
+    if overrides:
+        data = deep_merge(data, overrides)
+    cfg = from_dict(cls, data)
+    return check(cfg) if check is not None else cfg
 
 
 def load_file(path: str | Path) -> dict:
@@ -585,8 +656,8 @@ def load_file(path: str | Path) -> dict:
     return data
 
 
-def dump_yaml(cfg: RunConfig) -> str:
-    """The resolved config as YAML text."""
+def dump_yaml(cfg: Any) -> str:
+    """The resolved config (any config dataclass) as YAML text."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
@@ -673,6 +744,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"r1.gamma must be >= 0 (0 = off), got {cfg.r1.gamma}")
     if cfg.r1.interval < 1:
         raise ConfigError(f"r1.interval must be >= 1 (lazy regularisation period in D steps), got {cfg.r1.interval}")
+    if not (cfg.recon.weight >= 0 and math.isfinite(cfg.recon.weight)):
+        raise ConfigError(f"recon.weight must be >= 0 (0 = off; FastGAN paper 1), got {cfg.recon.weight}")
     if not 0.0 < cfg.prune.rate < 1.0:
         raise ConfigError(f"prune.rate must be in (0, 1), got {cfg.prune.rate}")
     if cfg.prune.levels < 0:
@@ -691,6 +764,18 @@ def validate(cfg: RunConfig) -> RunConfig:
     d_reset = cfg.prune.d_reset
     if not (d_reset in ("rewind", "trained") or (d_reset.startswith("seed:") and d_reset[5:].lstrip("-").isdigit())):
         raise ConfigError(f"prune.d_reset={d_reset!r} is not valid; use rewind, trained or seed:<n>")
+    if cfg.prune.early_bird:
+        p = cfg.prune
+        if p.method == "random":
+            raise ConfigError("prune.early_bird needs a magnitude method (imp_global, imp_layerwise or omp): random "
+                              "masks do not converge")
+        if not (p.eb_every_kimg > 0 and math.isfinite(p.eb_every_kimg)):
+            raise ConfigError(f"prune.eb_every_kimg must be > 0 kimg, got {p.eb_every_kimg}")
+        if not 0.0 < p.eb_eps < 1.0:
+            raise ConfigError(f"prune.eb_eps must be in (0, 1) (a fraction of mask entries; You et al.: 0.1), got "
+                              f"{p.eb_eps}")
+        if p.eb_window < 1:
+            raise ConfigError(f"prune.eb_window must be >= 1, got {p.eb_window}")
     if cfg.prune.kd_weight < 0:
         raise ConfigError(f"prune.kd_weight must be >= 0, got {cfg.prune.kd_weight}")
     dyn = cfg.dynamic
@@ -756,12 +841,13 @@ def non_default(cfg: Any, default: Any | None = None, prefix: str = "") -> dict:
     return out
 
 
-def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("name", "eval.", "prune.levels", "train.snap_kimg",
+def config_hash(cfg: Any, ignore: tuple[str, ...] = ("name", "eval.", "prune.levels", "train.snap_kimg",
                                                           "train.log_kimg", "train.keep_checkpoints",
                                                           "train.device", "train.precision",
                                                           "train.channels_last", "train.adam", "train.compile",
                                                           "train.cudnn_benchmark", "train.batch_gpu")) -> str:
-    """8-hex-digit hash of the non-default fields that change what is trained.
+    """8-hex-digit hash of the non-default fields of ``cfg`` (any config dataclass whose fields all have defaults)
+    that change what is trained; ``ignore`` lists dotted keys or prefixes (``"eval."``) left out.
 
     Excluded: the label ``name``, evaluation settings, the number of IMP levels (more levels extend the same
     run, as in open_lth) and bookkeeping (snapshot/log periods, device, precision and speed options: a run can
@@ -850,6 +936,29 @@ PRESETS: dict[str, dict] = {
 # config's), i.e. stylegan2_fewshot without its resolution.
 PRESETS["stylegan2"] = {k: ({kk: vv for kk, vv in v.items() if kk != "resolution"} if k == "data" else v)
                         for k, v in PRESETS["stylegan2_fewshot"].items()}
+# FastGAN (Liu et al., ICLR 2021, arXiv:2101.04775; SPEC §9; docs/fastgan.md) with the released code's settings:
+# 256 px, ngf = ndf = 64, z 256, spectral norm in G and D, hinge loss, Adam 2e-4 betas (0.5, 0.999) for both, batch 8,
+# one D step per G step, G EMA 0.999 per G step, DiffAugment color,translation, x-flips, 50k iterations = 400 kimg,
+# the reconstruction term on the reals (recon.weight 1; L1 unless recon.lpips names an LPIPS file); FID/KID
+# on 5k samples vs all training images. `--model fastgan` applies it (--resolution 512 / 1024 for the larger models).
+PRESETS["fastgan"] = {
+    "model": {"name": "fastgan", "width": 1.0, "spectral_norm": True},
+    "data": {"resolution": 256, "mirror": True},
+    "optim": {"lr_G": 2e-4, "lr_D": 2e-4, "beta1": 0.5, "beta2": 0.999, "eps": 1e-8},
+    "train": {"batch_D": 8, "batch_G": 8, "n_dis": 1, "loss": "hinge", "ema_decay": 0.999, "total_kimg": 400,
+              "snap_kimg": 20, "log_kimg": 1, "augment": "diffaug:color,translation"},
+    "recon": {"weight": 1.0},
+    "eval": {"metrics": "fid_train,kid_train", "num_gen": 5000},
+}
+# The same recipe at CPU size: 64 px (one SLE in G, 4 -> 64, and one in D, 64 -> 8), width 1/8, z 64, 20 kimg
+# (about 15 minutes on a busy 2-core machine: 42 s/kimg with 1 thread), FID/KID on 500 samples.
+PRESETS["fastgan_cpu"] = {
+    **PRESETS["fastgan"],
+    "model": {"name": "fastgan", "width": 0.125, "z_dim": 64, "spectral_norm": True},
+    "data": {"resolution": 64, "mirror": True},
+    "train": {**PRESETS["fastgan"]["train"], "total_kimg": 20, "snap_kimg": 5, "log_kimg": 0.5},
+    "eval": {"metrics": "fid_train,kid_train", "num_gen": 500, "batch_size": 16},
+}
 
 
 def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str, ...] | list[str] = (),
@@ -873,10 +982,7 @@ def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str,
     if file:
         cfg = merge(cfg, load_file(file))
     for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value (e.g. train.total_kimg=200), got {item!r}")
-        key, value = item.split("=", 1)
-        cfg = set_dotted(cfg, key.strip(), value)
+        cfg = merge(cfg, parse_set(item))
     if overrides:
         cfg = merge(cfg, overrides)
     check_classes(cfg)  # across sources: --set model.num_classes=10 may come before the --cond flag
@@ -891,8 +997,9 @@ def check_classes(cfg: RunConfig) -> None:
 
 
 __all__ = [
-    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "DynamicConfig", "LeCamConfig", "R1Config", "EvalConfig",
+    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "DynamicConfig", "LeCamConfig", "R1Config", "ReconConfig", "EvalConfig",
     "RunConfig",
-    "PRESETS", "VARIANTS", "variant_name", "parse_rewind", "resolve", "merge", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
+    "PRESETS", "VARIANTS", "variant_name", "parse_rewind", "resolve", "resolve_dataclass", "merge", "deep_merge",
+    "parse_set", "dotted_override", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
     "config_hash", "non_default", "replace",
 ]

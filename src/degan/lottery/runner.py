@@ -19,15 +19,17 @@ import torch
 from ..config import RunConfig, load_file, to_dict, variant_name
 from ..errors import CheckpointError, DeganError, TrainingDivergedError
 from ..fileio import atomic_path, read_json, remove_stale_temps
-from ..pruning import PRUNERS, Mask, ones_like_mask, set_mask
+from ..pruning import Mask, set_mask
 from ..train import distributed as ddp
 from ..train.checkpoint import load_weights
+from .early_bird import early_bird_levels
 from .experiment import (  # noqa: F401  (re-exported: the public API of degan.lottery.runner)
     Builder, Experiment, RewindPoint, _print, build_dynamic_networks, build_networks, check_class_count,
     dense_masks, dense_teacher, environment, evaluate_generator, experiment_for, final_state, get_extractor,
     grid_inputs, initial_weights, level_start, load_masks, model_kwargs, networks_for, parse_metrics, prepare,
     repeat_conditions, resolve_classes, resolve_device, rewind_path, sample_fn_for, save_G_ema, save_masks)
 from ..export import load_generator  # noqa: F401  (re-exported)
+from .masks import prune_networks, run_levels
 from .stage import run_stage
 from .layout import RunLayout
 
@@ -55,24 +57,13 @@ def next_masks(exp: Experiment, k: int, prev_masks: dict[str, Mask]) -> dict[str
     """
     cfg = exp.cfg
     method = cfg.prune.method
-    source = exp.run.level(0 if method == "omp" else k - 1)
-    state = final_state(source)
+    state = final_state(exp.run.level(0 if method == "omp" else k - 1))
     G, D = build_networks(cfg)
     G.load_state_dict(state["G_ema" if cfg.prune.mask_source == "G_ema" else "G"])
     D.load_state_dict(state["D"])
-    pruner = PRUNERS.get(method)
-    nets = {n.strip() for n in cfg.prune.networks.split(",")}
-    out = {}
-    for name, net in (("G", G), ("D", D)):
-        if name not in nets:
-            out[name] = prev_masks[name]
-        elif method == "omp":
-            out[name] = pruner(net, ones_like_mask(net), target_density=(1.0 - cfg.prune.rate) ** k)
-        elif method == "random":
-            out[name] = pruner(net, prev_masks[name], cfg.prune.rate, seed=cfg.prune.seed * 1000 + k)
-        else:
-            out[name] = pruner(net, prev_masks[name], cfg.prune.rate)
-    return out
+    seed = cfg.prune.seed * 1000 + k
+    return prune_networks({"G": G, "D": D}, prev_masks, (n.strip() for n in cfg.prune.networks.split(",")),
+                          method=method, rate=cfg.prune.rate, level=k, seeds={"G": seed, "D": seed})
 
 
 def share_dense_level(exp: Experiment, source: str | Path) -> None:
@@ -140,25 +131,29 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
         with ddp.main_first():
             share_dense_level(exp, dense_from)
     init = initial_weights(exp)
-    masks = dense_masks(cfg)
     variant = variant_name(cfg.prune)
-    for k in range(cfg.prune.levels + 1):
-        stage = exp.run.level(k)
+
+    trained = early_bird_levels(cfg)  # one-shot early-bird: the dense level (to the draw) and the last level only
+
+    def train(stage, masks: dict[str, Mask]) -> None:
+        if stage.level not in trained:
+            return
         try:
-            if k == 0:  # late rewinding saves its point during the dense level (a technique)
+            if stage.level == 0:  # late rewinding saves its point during the dense level (a technique)
                 run_stage(exp, stage, init, masks, resume=resume, progress=progress, role="level",
                           extra_info={"variant": variant, "branch": None})
-                continue
-            masks = load_masks(stage.masks) if stage.masks.is_file() else next_masks(exp, k, masks)
-            run_stage(exp, stage, level_start(exp, init), masks, resume=resume, progress=progress, role="level",
-                      extra_info={"variant": variant, "branch": None, "rewind": cfg.prune.rewind,
-                                  "d_reset": cfg.prune.d_reset})
+            else:
+                run_stage(exp, stage, level_start(exp, init), masks, resume=resume, progress=progress,
+                          role="level", extra_info={"variant": variant, "branch": None, "rewind": cfg.prune.rewind,
+                                                    "d_reset": cfg.prune.d_reset})
         except TrainingDivergedError as e:
             raise _diverged_hint(exp, stage, e, "ticket") from None
+
+    run_levels(exp.run, cfg.prune.levels, dense_masks(cfg), lambda k, prev: next_masks(exp, k, prev), train)
     if branches:
         from .branches import run_branch
 
-        for k in range(1, cfg.prune.levels + 1):
+        for k in (k for k in trained if k >= 1):
             for b in branches:
                 run_branch(exp, k, b, resume=resume, progress=progress)
     from ..report import write_report

@@ -6,6 +6,7 @@
 technique      enabled by                                                order  callback
 =============  ========================================================  =====  ==========
 advaug         ``advaug.enabled`` (replaces the adversarial objective)     0      -
+recon          ``recon.weight > 0`` and a model with decoders (FastGAN)    5      -
 lecam          ``lecam.enabled``                                          10      -
 r1             ``r1.gamma > 0``                                           20      -
 ada            an ADA ``train.augment`` pipeline                          30      30
@@ -18,6 +19,7 @@ tensorboard    ``eval.tensorboard``                                        -    
 =============  ========================================================  =====  ==========
 
 Stage-specific techniques built by their callers: :class:`Slimming` (the slimming stage of a channel ticket).
+``recon`` (FastGAN's reconstruction term) lives in :mod:`degan.recon` and registers when imported at the end here.
 The order numbers reproduce the historical wiring exactly, so training is bit-identical to it.
 """
 
@@ -395,3 +397,5 @@ def save_dynamic_result(exp: Experiment, stage: StageLayout, state: TrainState, 
 
 
 from . import best as _best  # noqa: E402,F401  (registers the best-snapshot / early-stopping technique)
+from .. import recon as _recon  # noqa: E402,F401  (registers FastGAN's self-supervised reconstruction term)
+from . import early_bird as _early_bird  # noqa: E402,F401  (registers the early-bird ticket check)

@@ -6,8 +6,10 @@ Every registered builder returns a ``(G, D)`` pair following :class:`~degan.mode
 spectral norm; :func:`create_model` registers spectral norm last, after ``pre_sn_hook`` (lottery-ticket masks).
 
 Registered families: ``dcgan`` (CPU-sized, width multiplier; Radford et al. 2016 / SN-DCGAN of Miyato et al.
-2018), ``sngan32`` (the SNGAN CIFAR ResNet, Miyato et al., ICLR 2018, arXiv:1802.05957) and ``biggan``
-(class-conditional BigGAN at 32, 64, 128 px, Brock et al., ICLR 2019, arXiv:1809.11096; spectral norm in G too).
+2018), ``sngan32`` (the SNGAN CIFAR ResNet, Miyato et al., ICLR 2018, arXiv:1802.05957), ``biggan``
+(class-conditional BigGAN at 32, 64, 128 px, Brock et al., ICLR 2019, arXiv:1809.11096; spectral norm in G too),
+``stylegan2`` (Karras et al., CVPR 2020, arXiv:1912.04958) and ``fastgan`` (Liu et al., ICLR 2021, arXiv:2101.04775;
+skip-layer excitation G, self-supervised D with decoders; spectral norm in G and D).
 """
 
 from __future__ import annotations
@@ -97,3 +99,4 @@ from degan.models import dcgan as _dcgan  # noqa: E402,F401
 from degan.models import sngan as _sngan  # noqa: E402,F401
 from degan.models import biggan as _biggan  # noqa: E402,F401
 from degan.models import stylegan2 as _stylegan2  # noqa: E402,F401
+from degan.models import fastgan as _fastgan  # noqa: E402,F401

@@ -26,6 +26,9 @@ Claims (paper, figure or table):
   250 samples vs the training images) vs the dense GAN at equal #RI, with training FLOPs per arm.
 - **C5** precision: fp32 vs bf16 autocast at equal settings (is bf16 a safe default where the hardware has bf16
   units?).
+- **C6** early-bird tickets (You et al. 2020; Kalibhat et al. 2021; SPEC §10): ``degan ticket --early-bird`` (IMP_GD,
+  every pruned level stops when its masks converge) vs C2's IMP ticket at level 5 (67.2 % sparse), no augmentation;
+  the early-bird run's levels are all results, so its #RI and FLOPs sum to the compute of the whole search.
 """
 
 from __future__ import annotations
@@ -175,6 +178,12 @@ def c5_bf16_job(s: int) -> Job:
                seed=s, subdir="bf16")
 
 
+def c6_eb_job(s: int) -> Job:
+    stages = {f"c6-eb-L{k}-s{s}": f"level_{k}" for k in range(0, IMP_LEVELS + 1)}
+    return Job(f"c6-eb-s{s}", "ticket", (*_aug_args("none"), "--seed", str(s), "--levels", str(IMP_LEVELS),
+                                         "--early-bird"), stages, seed=s)
+
+
 # ----- the claims ------------------------------------------------------------------------------------------------
 
 def _c1() -> Claim:
@@ -249,13 +258,25 @@ def _c5() -> Claim:
                  lambda s: [dense_da_job(s), c5_bf16_job(s)])
 
 
-CLAIMS: dict[str, Claim] = {c.name: c for c in (_c1(), _c2(), _c3(), _c4(), _c5())}
+def _c6() -> Claim:
+    sp = f"{1 - 0.8 ** IMP_LEVELS:.1%}"
+    arms = (Arm("imp-L5", f"IMP_GD level {IMP_LEVELS} ({sp} sparse)", f"c2-imp-L{IMP_LEVELS}-s{{s}}"),
+            Arm("eb-L5", f"early-bird IMP_GD level {IMP_LEVELS} ({sp} sparse)", f"c6-eb-L{IMP_LEVELS}-s{{s}}"))
+    tests = (Test("eb-L5", "imp-L5", "match", f"the early-bird ticket ({sp} sparse) matches the IMP ticket"),)
+
+    def jobs(s):
+        return [c1_job(FULL, "none", s), c2_imp_job(s), c6_eb_job(s)]
+    return Claim("C6", "Early-bird tickets vs IMP tickets at 67.2 % sparsity (no augmentation, 5,085 images)",
+                 "Early-bird tickets (You et al., ICLR 2020); for GANs Kalibhat et al., AAAI 2021", arms, tests, jobs)
+
+
+CLAIMS: dict[str, Claim] = {c.name: c for c in (_c1(), _c2(), _c3(), _c4(), _c5(), _c6())}
 #: The order of ``all``: the cheap claims first, so that they reach 3 seeds before the long IMP chains run.
-RUN_ORDER = ("C1", "C5", "C4", "C2", "C3")
+RUN_ORDER = ("C1", "C5", "C4", "C2", "C3", "C6")
 
 
 def get_claims(names) -> list[Claim]:
-    """Claims by name (``C1``..``C5``, case-insensitive; ``all``).
+    """Claims by name (``C1``..``C6``, case-insensitive; ``all``).
 
     Raises:
         ValueError: an unknown name, listing the valid ones.

@@ -201,7 +201,8 @@ class Suite:
                 self.log(f"would run {job.id}: degan {' '.join(self._argv(job, dry=True))}")
             self.log(f"{len(todo)} job(s) to run for {', '.join(c.name for c in self.claims)}, seeds "
                      f"{','.join(map(str, self.seeds))}")
-            self.summarize()
+            if not dry_run:  # a dry run writes nothing
+                self.summarize()
             return 0
         self.log(f"[reproduce] {len(todo)} job(s), {workers} at a time, {self.threads} thread(s) each; logs in "
                  f"{self.outdir / 'logs'}")

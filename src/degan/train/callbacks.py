@@ -161,8 +161,11 @@ class Snapshot(Callback):
         """Write the checkpoint of now and (``periodic``) the sample grids. ``periodic=False`` is the checkpoint of
         an interrupt (:class:`~degan.errors.Interrupted`): no grid, and the next periodic checkpoint removes it."""
         s = trainer.state
+        path = self.ckpt_dir / checkpoint_name(s.cur_nimg)
+        if not periodic and path.is_file() and self.last_path == path:
+            return path  # the periodic checkpoint of this very iteration is the interrupt's: keep it periodic
         check_finite_weights(s)  # a checkpoint is always one training can continue from
-        path = save_checkpoint(self.ckpt_dir / checkpoint_name(s.cur_nimg), {"state": s.state_dict(), **self.meta})
+        path = save_checkpoint(path, {"state": s.state_dict(), **self.meta})
         self.last_path = path
         marker = path.with_suffix(".interrupt")  # names the checkpoints of interrupts, which are temporary
         if not periodic:
