@@ -195,3 +195,16 @@ def test_a_dry_run_writes_nothing(tmp_path, tiny_npz):
     assert res.exit_code == 0, res.output
     assert "would run c6-eb-s0" in res.output and "--early-bird" in res.output
     assert not results.exists() or not any(results.rglob("*"))
+
+
+def test_per_run_results_are_not_git_ignored():
+    """The committed per-run JSONs are the suite's record; a `runs/` ignore pattern once hid them from git."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not shutil.which("git") or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    res = subprocess.run(["git", "check-ignore", "-q", "docs/results/claims/runs/c1-n100-none-s0.json"], cwd=root)
+    assert res.returncode == 1, "docs/results/claims/runs/ is git-ignored: per-run results would not be committed"
