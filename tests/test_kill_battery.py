@@ -1,7 +1,8 @@
-"""The kill battery (benchmarks/kill_battery.py, docs/troubleshooting.md) with fewer kills: `degan train` and
-`degan ticket --levels 2` are killed with SIGKILL at 8 random moments each, and with SIGTERM and SIGINT at 2, resumed
+"""The kill battery (benchmarks/kill_battery.py, docs/troubleshooting.md): `degan train` and `degan ticket --levels 2`
+are killed with SIGKILL at 20 random moments each (issue 17: 20/20), and with SIGTERM and SIGINT at 3, resumed
 with `--resume latest` until they finish, and must then equal an uninterrupted run: every file loads, no temporary
-file is left, every log step appears once, G_ema is bit-identical. A few minutes with 1 thread."""
+file is left, every log step appears once, G_ema is bit-identical. About 6 minutes with 1 thread on a loaded 2-core
+machine."""
 
 import importlib.util
 import json
@@ -22,7 +23,7 @@ def _battery_module():
 @pytest.mark.slow
 def test_kill_battery(tmp_path):
     kb = _battery_module()
-    doc = kb.run_batteries(tmp_path, commands=("train", "ticket"), signals=(("KILL", 8), ("TERM", 2), ("INT", 2)),
+    doc = kb.run_batteries(tmp_path, commands=("train", "ticket"), signals=(("KILL", 20), ("TERM", 3), ("INT", 3)),
                            seed=0, threads=1)
     (tmp_path / "results.json").write_text(json.dumps(doc, indent=2))
     failed = {f"{kind} SIG{sig}": {name: c for name, c in b["checks"].items() if not c["passed"]}
@@ -30,5 +31,5 @@ def test_kill_battery(tmp_path):
     assert not failed, json.dumps(failed, indent=1)[:4000]
     for kind, entry in doc["commands"].items():
         kill = entry["batteries"]["KILL"]
-        assert kill["kills_delivered"] >= 6, f"{kind}: only {kill['kills_delivered']} kills landed before the end"
+        assert kill["kills_delivered"] >= 15, f"{kind}: only {kill['kills_delivered']} kills landed before the end"
         assert entry["batteries"]["TERM"]["kills_delivered"] >= 1 and entry["batteries"]["INT"]["kills_delivered"] >= 1
