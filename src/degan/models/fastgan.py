@@ -83,6 +83,8 @@ from torch import Tensor, nn
 
 from degan.models import register_model
 from degan.models.layers import DiscriminatorBase, GeneratorBase, check_common_options, check_labels, mark_sn, up2
+from degan.models.stylegan2 import NOISE_MODES as _NOISE_MODES
+from degan.models.stylegan2 import resolve_noise_mode
 
 __all__ = [
     "FastGANDiscriminator",
@@ -96,7 +98,7 @@ __all__ = [
 ]
 
 RESOLUTIONS = (32, 64, 128, 256, 512, 1024)
-NOISE_MODES = ("auto", "random", "const", "none")
+NOISE_MODES = _NOISE_MODES  # the same modes as StyleGAN2's noise injection
 SLE_ACTIVATIONS = ("lrelu", "swish")
 _G_MULT = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
 _D_MULT = {8: 16, 16: 8, 32: 4, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
@@ -386,11 +388,7 @@ class FastGANGenerator(GeneratorBase):
         self.to_img = _conv(ch(resolution), img_channels, 3, padding=1)
 
     def _noise_mode(self) -> str:
-        if self.noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}; got {self.noise_mode!r}")
-        if self.noise_mode == "auto":
-            return "random" if self.training else "const"
-        return self.noise_mode
+        return resolve_noise_mode(self.noise_mode, self.training)
 
     def input_layer(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         """G1 of AdvAug: float ``[N, z_dim]`` (+ long ``[N]`` labels when conditional) -> float ``[N, C4, 4, 4]``."""

@@ -109,6 +109,20 @@ RESOLUTIONS = (32, 64, 128, 256)
 NOISE_MODES = ("auto", "random", "const", "none")
 
 
+def resolve_noise_mode(mode: str, training: bool) -> str:
+    """The per-pixel noise used by a forward: ``auto`` is ``random`` in training and ``const`` in eval mode; the
+    others stand. Shared by StyleGAN2 and FastGAN.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`NOISE_MODES`.
+    """
+    if mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}; got {mode!r}")
+    if mode == "auto":
+        return "random" if training else "const"
+    return mode
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 
 
@@ -491,11 +505,7 @@ class StyleGAN2Generator(GeneratorBase):
 
     # -- synthesis ----------------------------------------------------------------------------------------------------
     def _noise_mode(self) -> str:
-        if self.noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}; got {self.noise_mode!r}")
-        if self.noise_mode == "auto":
-            return "random" if self.training else "const"
-        return self.noise_mode
+        return resolve_noise_mode(self.noise_mode, self.training)
 
     def _pack(self, x: Tensor, img: Tensor, w: Tensor) -> Tensor:
         pad = self.w_channels * 16 - self.w_dim
