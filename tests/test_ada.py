@@ -233,7 +233,9 @@ def test_colour_on_grey_images_and_bad_channels():
     assert torch.allclose(y - x, aug.last_params["brightness"].view(-1, 1, 1, 1).expand_as(x), atol=1e-5)
     assert torch.allclose(_ada("saturation+hue")(x, generator=_gen()), x, atol=1e-5)  # no colour to change
     with pytest.raises(ValueError, match="1 or 3 channels"):
-        _ada("c")(_images(2, 4), generator=_gen())
+        _ada("c")(_images(2, 5), generator=_gen())
+    rgba = _images(2, 4)  # alpha last (keep-alpha): colour transforms leave it alone
+    assert torch.equal(_ada("c")(rgba, generator=_gen())[:, 3], rgba[:, 3])
     assert _ada("bg")(_images(2, 4), generator=_gen()).shape == (2, 4, 16, 16)  # geometry works for any C
 
 

@@ -160,7 +160,7 @@ def test_one_warning_for_transparency_on_black_only(tmp_path):
 def test_parse_background_and_bad_values(tmp_path):
     assert parse_background("White") == "white" and parse_background("#FF8800") == "#ff8800"
     for bad in ("purple", "#ff88", "#gg0000", "", None, 3):
-        with pytest.raises(DataError, match="black, white, gray, random or a hex colour #rrggbb"):
+        with pytest.raises(DataError, match="black, white, gray, random, keep-alpha or a hex colour #rrggbb"):
             parse_background(bad)
     with pytest.raises(DataError, match="background 'purple'"):
         load_dataset("faces100", resolution=8, background="purple")
@@ -200,7 +200,7 @@ def test_cli_option_and_set(tmp_path):
     for args in (["--background", "purple"], ["--set", "data.background=purple"]):
         out = _cli(base + args, expect=2)
         assert out.startswith("error:") and len(out.strip().splitlines()) == 1
-        assert "'purple' is not valid; choose black, white, gray, random or a hex colour #rrggbb" in out
+        assert "'purple' is not valid; choose black, white, gray, random, keep-alpha or a hex colour #rrggbb" in out
     assert "--background" in _cli(["train", "--help"]) and "--background" in _cli(["ticket", "--help"])
 
 

@@ -87,7 +87,8 @@ def _model_names() -> list[str]:
 
 
 BACKGROUND_HELP = (f"what transparent pixels (RGBA/LA/palette PNGs) are composited on: black, white, gray, random (a "
-                   f"fixed colour per image) or #rrggbb; G learns these opaque images  [default: {_D.data.background}]")
+                   f"fixed colour per image) or #rrggbb, G learning these opaque images; or keep-alpha: alpha kept as "
+                   f"a 4th channel, G generates RGBA  [default: {_D.data.background}]")
 
 
 def _run_options(fn):
@@ -111,9 +112,12 @@ def _run_options(fn):
         click.option("--cond/--no-cond", "cond", default=None,
                      help="class-conditional G and D, with as many classes as the data's labels (needs labelled "
                           "data; model.num_classes to fix the count)  [default: no; yes in the biggan_* presets]"),
-        click.option("--resolution", type=int, default=None, help=f"image side in pixels  [default: {_D.data.resolution}]"),
+        click.option("--resolution", type=str, default=None, metavar="R|RxR",
+                     help=f"side of the square training images in pixels (64 or 64x64; non-square images are "
+                          f"fitted by --set data.resize=center_crop|pad|stretch)  [default: {_D.data.resolution}]"),
         click.option("--channels", type=click.Choice(["1", "3"]), default=None,
-                     help=f"grayscale (1) or RGB (3)  [default: {_D.data.channels}]"),
+                     help=f"grayscale (1) or RGB (3), every image converted (mixed folders too); RGBA: keep 3 and "
+                          f"add --background keep-alpha  [default: {_D.data.channels}]"),
         click.option("--background", type=str, default=None, metavar="COLOUR", help=BACKGROUND_HELP),
         click.option("--kimg", type=float, default=None,
                      help="training length per level, thousands of real images shown to D  [default: 50 for dcgan]"),
@@ -735,9 +739,9 @@ def generate(run_or_level: str, seeds: str | None, num: int | None, grid: str | 
               help="augment spec as for train: diffaug[:policy] or ada[:pipeline][:options], e.g. ada:bgc")
 @click.option("--p", "p", type=float, default=None,
               help="ADA probability to preview  [default: the spec's fixed p, else 0.5]")
-@click.option("--resolution", type=int, default=_D.data.resolution, help="image side in pixels")
+@click.option("--resolution", type=str, default=str(_D.data.resolution), metavar="R|RxR", help="image side in pixels")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=str(_D.data.channels), help="grayscale or RGB")
-@click.option("--resize", type=click.Choice(["center_crop", "stretch", "none"]), default=_D.data.resize,
+@click.option("--resize", type=click.Choice(["center_crop", "pad", "stretch", "none"]), default=_D.data.resize,
               help="how images are brought to --resolution")
 @click.option("--background", type=str, default=_D.data.background, metavar="COLOUR", help=BACKGROUND_HELP)
 @click.option("--n", "n", type=int, default=8, help="images (columns)")
@@ -746,7 +750,7 @@ def generate(run_or_level: str, seeds: str | None, num: int | None, grid: str | 
 @click.option("--upscale", type=int, default=2, help="nearest-neighbour enlargement of the PNG")
 @click.option("--out", type=click.Path(dir_okay=False), default="augment_preview.png", help="the PNG grid to write")
 @handle_errors
-def preview_augment(source: str, augment: str, p: float | None, resolution: int, channels: str, resize: str,
+def preview_augment(source: str, augment: str, p: float | None, resolution: str, channels: str, resize: str,
                     background: str, n: int, rows: int, seed: int, upscale: int, out: str) -> None:
     """Write a grid of augmented reals: the first row holds N originals, each further row a new augmentation draw of
     them (values clamped to [-1, 1] for display). Works for any policy: DiffAugment, or ADA at a given --p."""

@@ -183,15 +183,16 @@ def class_rows(G: nn.Module, seeds: Sequence[int]) -> Tensor:
 
 
 def save_images(images: Tensor, names: Sequence[str], out_dir: str | Path) -> list[Path]:
-    """One PNG per image (``out_dir/<name>.png``, written atomically).
+    """One PNG per image (``out_dir/<name>.png``, written atomically): gray (``L``), RGB, or with alpha (C = 2: ``LA``,
+    C = 4: ``RGBA``, a model trained with ``data.background=keep-alpha``).
 
     Raises:
-        ValueError: not uint8 NCHW with 1 or 3 channels, or a different number of names.
+        ValueError: not uint8 NCHW with 1 to 4 channels, or a different number of names.
     """
     from PIL import Image
 
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be uint8 [N, 1|3, H, W], got {images.dtype} {tuple(images.shape)}")
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 2, 3, 4):
+        raise ValueError(f"images must be uint8 [N, 1|2|3|4, H, W], got {images.dtype} {tuple(images.shape)}")
     if len(names) != images.shape[0]:
         raise ValueError(f"{len(names)} names for {images.shape[0]} images")
     out_dir = Path(out_dir)
@@ -214,7 +215,8 @@ def write_video(frames: Tensor, path: str | Path, fps: int = 24, upscale: int | 
     """Write uint8 frames ``[T, C, H, W]`` as an MP4 (H.264, imageio-ffmpeg) or a looping GIF (Pillow), by suffix.
 
     Args:
-        frames: uint8 ``[T, 1|3, H, W]``, T >= 1.
+        frames: uint8 ``[T, C, H, W]``, T >= 1, C in {1, 3}; C in {2, 4} (alpha last) is composited on black
+            first (MP4 and GIF here carry no alpha).
         path: ``.mp4`` or ``.gif`` (written to a temporary file beside it, then renamed).
         fps: frames per second (>= 1).
         upscale: nearest-neighbour enlargement; None = to at least 256 px.
@@ -231,6 +233,10 @@ def write_video(frames: Tensor, path: str | Path, fps: int = 24, upscale: int | 
     suffix = path.suffix.lower()
     if suffix not in VIDEO_SUFFIXES:
         raise ValueError(f"video file must end in {' or '.join(VIDEO_SUFFIXES)}, got {path.name!r}")
+    if frames.dtype == torch.uint8 and frames.ndim == 4:
+        from .metrics.inception import composite_on_black
+
+        frames = composite_on_black(frames)
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] not in (1, 3) or frames.shape[0] == 0:
         raise ValueError(f"frames must be uint8 [T >= 1, 1|3, H, W], got {frames.dtype} {tuple(frames.shape)}")
     if fps < 1:

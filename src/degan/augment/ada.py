@@ -435,11 +435,15 @@ class AdaAugment(nn.Module):
         if geom:
             x = self._warp(x, self._geometry(r, t, s, p, h, w, rec))
         if t & set(GROUPS["c"]):
-            if c not in (1, 3):
-                raise ValueError(f"ADA colour transforms need 1 or 3 channels, got {c}; use a pipeline without c "
-                                 "(e.g. ada:bg)")
+            if c not in (1, 2, 3, 4):
+                raise ValueError(f"ADA colour transforms need 1 or 3 channels (2 or 4 with alpha last), got {c}; use "
+                                 "a pipeline without c (e.g. ada:bg)")
             A, b = self._color(r, t, s, p, rec)
-            x = self._apply_color(x, A.to(x.device, x.dtype), b.to(x.device, x.dtype))
+            A, b = A.to(x.device, x.dtype), b.to(x.device, x.dtype)
+            if c in (2, 4):  # alpha last (data.background=keep-alpha): colour transforms leave it alone
+                x = torch.cat([self._apply_color(x[:, :-1], A, b), x[:, -1:]], dim=1)
+            else:
+                x = self._apply_color(x, A, b)
         if "imgfilter" in t:
             x = self._imgfilter(x, r, s, p, rec)
         if "noise" in t:

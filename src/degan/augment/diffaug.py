@@ -19,6 +19,10 @@ Ops (``x``: float ``[N, C, H, W]``, ``u ~ U[0, 1)`` per sample):
   ``(cy, cx)``, ``cy`` uniform integer in ``[0, H + (1 - side_h % 2))`` (resp. W), covering rows
   ``[cy - side_h // 2, cy - side_h // 2 + side_h)`` clipped at the borders; the covered pixels are set to 0.
 
+Images with alpha (C = 2 or 4, alpha last: ``data.background=keep-alpha``): the colour ops change the colour
+channels only (``m`` is their mean) and leave alpha as it is; translation and cutout move / clear alpha with the
+colour.
+
 Policy words: ``color`` = ``brightness,saturation,contrast``; ``translation``; ``cutout``; the single colour op
 names are accepted too. Outputs are not clamped (as in the paper), so values may leave [-1, 1].
 
@@ -87,13 +91,27 @@ def cutout_size(size: int, ratio: float = 0.5) -> int:
 # ---------------------------------------------------------------------------------------------- ops
 
 
+def _colour_only(op: Callable[[Tensor, torch.Generator | None], Tensor]):
+    """Apply a colour op to the colour channels of an image with alpha (C in {2, 4}, alpha last), alpha unchanged."""
+
+    def wrapped(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if x.shape[1] in (2, 4):
+            return torch.cat([op(x[:, :-1], generator), x[:, -1:]], dim=1)
+        return op(x, generator)
+
+    wrapped.__name__, wrapped.__doc__ = op.__name__, op.__doc__
+    return wrapped
+
+
 @DIFFAUGMENT_OPS.register("brightness")
+@_colour_only
 def brightness(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``x + (u - 0.5)`` with ``u ~ U[0, 1)`` per sample."""
     return x + (_rand(x, generator) - 0.5)
 
 
 @DIFFAUGMENT_OPS.register("saturation")
+@_colour_only
 def saturation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``(x - m) * 2u + m`` with ``m`` the channel mean per pixel and ``u ~ U[0, 1)`` per sample."""
     m = x.mean(dim=1, keepdim=True)
@@ -101,6 +119,7 @@ def saturation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
 
 @DIFFAUGMENT_OPS.register("contrast")
+@_colour_only
 def contrast(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``(x - m) * (u + 0.5) + m`` with ``m`` the mean over C, H, W per image and ``u ~ U[0, 1)``."""
     m = x.mean(dim=(1, 2, 3), keepdim=True)

@@ -224,6 +224,9 @@ def validate(cfg: CycleGANConfig) -> CycleGANConfig:
         parse_background(d.background)
     except ValueError as e:
         raise ConfigError(f"data.{e}") from None
+    if parse_background(d.background) == "keep-alpha":
+        raise ConfigError("data.background=keep-alpha is not supported by cyclegan (its networks translate 1- or "
+                          "3-channel images); choose black, white, gray, random or a hex colour #rrggbb")
     if d.resolution < 4 or d.resolution % 4:
         raise ConfigError(f"data.resolution must be a multiple of 4 (the generator downsamples twice), "
                           f"got {d.resolution}")

@@ -7,7 +7,8 @@ Public API::
     select_subset(num_images, spec, seed=0, mode="random", labels=None, balance=False) -> int64 indices
     parse_subset(spec) -> ("fraction", f) | ("count", n) | None
     dataset_id(source, background="black") -> str
-    parse_background(spec) -> "black" | "white" | "gray" | "random" | "#rrggbb"   (DataError otherwise)
+    parse_background(spec) -> "black" | "white" | "gray" | "random" | "#rrggbb" | "keep-alpha"   (DataError otherwise)
+    parse_resolution(spec) -> int side R from 64, "64" or "64x64"   (DataError for W != H: training is square)
 
 Formats are plug-ins in :data:`FORMATS` (see :mod:`degan.data.formats`); builtin names in :data:`BUILTINS`.
 """
@@ -18,6 +19,7 @@ from degan.data.dataset import (
     ImageSet,
     dataset_id,
     load_dataset,
+    parse_resolution,
     parse_subset,
     select_subset,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "detect_format",
     "load_dataset",
     "parse_background",
+    "parse_resolution",
     "parse_subset",
     "select_subset",
     "supported_formats",

@@ -6,7 +6,14 @@ Resizing (recorded in ``info``):
   ``resolution x resolution``. (Same picture as "scale the shorter side to ``resolution``, then centre crop",
   without the intermediate rounding.)
 - ``"stretch"``: resize ``H x W`` straight to ``resolution x resolution`` (aspect ratio not kept).
+- ``"pad"``: pad the shorter side to a centred square of side ``max(H, W)`` with the image's background colour
+  (``background``, converted to the output channels like the images; ``keep-alpha``: transparent, all channels 0),
+  then resize it to ``resolution x resolution``. Nothing is cut off.
 - ``"none"``: every image must already be ``resolution x resolution``; anything else is a :class:`DataError`.
+
+Training images are square. A non-square request (``"WxH"`` with W != H, see :func:`parse_resolution`) is refused
+with a :class:`DataError`: no model family here generates non-square images, so a non-square photo is brought to the
+square with ``center_crop``, ``pad`` or ``stretch`` instead.
 
 Images already at the target size are never resampled. Resampling is bicubic with antialiasing:
 ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` on uint8 tensors, torch's port of PIL's
@@ -18,11 +25,23 @@ Channels: ``channels=3`` replicates grayscale; ``channels=1`` converts RGB with 
 PIL's ``convert("L")``).
 
 Transparency: images with alpha (RGBA/LA/palette PNGs, 4-channel arrays) are composited on ``background`` first, at
-their stored size, before channels, cropping and resampling: ``out = (rgb * a + bg * (255 - a) + 127) // 255``, the
+their stored size, before channels, cropping and resampling (``keep-alpha`` keeps alpha instead, below): ``out = (rgb * a + bg * (255 - a) + 127) // 255``, the
 rounded ``rgb * a/255 + bg * (1 - a/255)``. ``black`` (default) is exactly the historical ``(rgb * a + 127) // 255``;
 ``white``, ``gray`` (128), a hex colour ``#rrggbb``, or ``random``: one colour per image, the first three bytes of
 ``SHA-256("0:<i>")`` for the i-th image in load order (fixed for the run, not redrawn per epoch). Generators learn
 these composited images, so their samples are opaque RGB (or grayscale) on that background.
+
+``background="keep-alpha"`` composites nothing: every image gets an alpha channel after its ``channels`` colour
+channels (``[N, 4, R, R]`` RGBA for ``channels=3``, ``[N, 2, R, R]`` gray + alpha for ``channels=1``; images without
+alpha get alpha 255). The colour under fully transparent pixels is set to 0 (it is invisible, and whatever a paint
+program left there would otherwise be training signal). Images that are cropped/padded only keep their pixels
+exactly; images that are resampled are resampled premultiplied (colour * alpha), then un-premultiplied, so
+transparent pixels do not bleed colour into the edges. G is built with ``img_channels = channels + 1`` and generates
+alpha; grids and ``degan generate`` write RGBA (or LA) PNGs.
+
+Mixed folders (some grayscale, some RGB, some with alpha) all become ``channels`` colour channels by the rules
+above: alpha composited on ``background`` (or kept with ``keep-alpha``, alpha 255 for opaque images), grayscale
+replicated for ``channels=3``, RGB converted to luma for ``channels=1``.
 
 Subsets follow SPEC section 7: a fraction or count of the training set, chosen with a recorded seed by
 ``torch.randperm`` (or the first N, as in the reference ticket code), optionally class-balanced.
@@ -44,8 +63,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from degan.data.formats import (BUILTINS, RawData, alpha_policy, background_colors, composite, detect_format,
-                                 parse_background)
+from degan.data.formats import (BUILTINS, KEEP_ALPHA, RawData, alpha_policy, background_colors, composite,
+                                 detect_format, parse_background)
 from degan.errors import DataError
 
 RESAMPLE = ("bicubic, antialiased: torch.nn.functional.interpolate(mode='bicubic', antialias=True) on uint8, "
@@ -60,7 +79,8 @@ class ImageSet:
     """A loaded dataset.
 
     Attributes:
-        images: uint8 ``[N, C, H, W]`` in [0, 255], ``C`` in {1, 3}, ``H == W == resolution``.
+        images: uint8 ``[N, C, H, W]`` in [0, 255], ``H == W == resolution``; ``C`` in {1, 3}, or {2, 4} (alpha
+            last, straight, not premultiplied) when loaded with ``background="keep-alpha"``.
         labels: int64 ``[N]`` class indices, or None when the source has no labels.
         class_names: class names indexed by label, or None.
         info: JSON-serialisable record of what was loaded and how: ``source``, ``path``, ``format``,
@@ -117,7 +137,7 @@ def _to_channels(x: np.ndarray, channels: int) -> np.ndarray:
     return y.astype(np.uint8)[..., None, :, :]
 
 
-def _center_square(x: np.ndarray) -> np.ndarray:
+def _center_square(x: np.ndarray, fill: np.ndarray | None = None) -> np.ndarray:
     h, w = x.shape[-2:]
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
@@ -139,17 +159,89 @@ def _resample(batch: np.ndarray, resolution: int) -> np.ndarray:
     return out
 
 
-_GEOMETRY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+def _pad_square(x: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """uint8 ``[N, C, H, W]`` -> ``[N, C, S, S]``, ``S = max(H, W)``, the image centred (top/left ``(S - H) // 2``,
+    ``(S - W) // 2``) on per-image ``fill`` uint8 ``[N, C, 1, 1]``."""
+    n, c, h, w = x.shape
+    s = max(h, w)
+    if h == w:
+        return x
+    out = np.empty((n, c, s, s), dtype=np.uint8)
+    out[:] = fill
+    top, left = (s - h) // 2, (s - w) // 2
+    out[:, :, top:top + h, left:left + w] = x
+    return out
+
+
+_GEOMETRY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "center_crop": _center_square,
-    "stretch": lambda x: x,
-    "none": lambda x: x,
+    "stretch": lambda x, fill: x,
+    "pad": _pad_square,
+    "none": lambda x, fill: x,
 }
 RESIZE_POLICIES = tuple(_GEOMETRY)
 _RESIZE_TEXT = {
     "center_crop": "center_crop: centred square of side min(H, W), then resized to R x R",
     "stretch": "stretch: H x W resized to R x R (aspect ratio not kept)",
+    "pad": "pad: centred on a square of side max(H, W) filled with the background, then resized to R x R",
     "none": "none: images must already be R x R",
 }
+
+
+def parse_resolution(spec) -> int:
+    """A training resolution: an int, ``"64"`` or ``"WxH"`` (``x`` or ``X``) -> the side R in pixels.
+
+    ``"64x64"`` is 64 (the same run as ``64``). Training images are square, so ``W != H`` is refused.
+
+    Raises:
+        DataError: not a positive integer / ``WxH``, or ``W != H`` (the message says which families generate what and
+            how to fit non-square images: ``data.resize=center_crop|pad|stretch``).
+    """
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        value = int(spec)
+    elif isinstance(spec, str) and re.fullmatch(r"\s*\d+\s*", spec):
+        value = int(spec)
+    elif isinstance(spec, str) and re.fullmatch(r"\s*\d+\s*[xX]\s*\d+\s*", spec):
+        w, h = (int(v) for v in re.split(r"[xX]", spec))
+        if w != h:
+            raise DataError(f"resolution {spec.strip()!r} is not square: every model family here (dcgan, sngan, "
+                            f"biggan, stylegan2, fastgan, ...) generates square R x R images; train at a square "
+                            f"resolution, e.g. {max(w, h)} or {min(w, h)}, and choose how your {w}x{h} images fit "
+                            f"it with --set data.resize=center_crop (crop the centre), pad (pad with the "
+                            f"background, nothing cut off) or stretch")
+        value = w
+    else:
+        raise DataError(f"resolution must be a positive integer number of pixels or WxH with W = H (e.g. 64 or "
+                        f"64x64), got {spec!r}")
+    if value < 1:
+        raise DataError(f"resolution must be a positive integer number of pixels, got {spec!r}")
+    return value
+
+
+def _add_alpha(x: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 ``[..., C, H, W]`` (C in 1..4; 2 and 4 have alpha last) -> ``[..., channels + 1, H, W]``: colour
+    converted to ``channels``, alpha kept (255 where there was none), colour 0 under fully transparent pixels."""
+    c = x.shape[-3]
+    if c in (2, 4):
+        colour, alpha = x[..., :-1, :, :], x[..., -1:, :, :]
+    else:
+        colour, alpha = x, np.full(x.shape[:-3] + (1,) + x.shape[-2:], 255, dtype=np.uint8)
+    colour = _to_channels(colour, channels)
+    out = np.concatenate([colour, alpha], axis=-3)
+    out[..., :-1, :, :] *= (alpha > 0)  # invisible colour -> 0
+    return out
+
+
+def _resample_premultiplied(x: np.ndarray, resolution: int) -> np.ndarray:
+    """Resample straight-alpha uint8 ``[N, C + 1, H, W]`` premultiplied: ``c * a``, resample, divide by ``a``."""
+    a = x[:, -1:].astype(np.uint32)
+    pre = x.astype(np.uint32)
+    pre[:, :-1] = (pre[:, :-1] * a + 127) // 255
+    r = _resample(pre.astype(np.uint8), resolution).astype(np.uint32)
+    ra = r[:, -1:]
+    colour = np.where(ra > 0, (r[:, :-1] * 255 + ra // 2) // np.maximum(ra, 1), 0)
+    r[:, :-1] = np.minimum(colour, 255)
+    return r.astype(np.uint8)
 
 
 def _composite_alpha(items: np.ndarray | list[np.ndarray], background: str
@@ -160,7 +252,9 @@ def _composite_alpha(items: np.ndarray | list[np.ndarray], background: str
     has_alpha = [i for i in range(n) if items[i].shape[-3] in (2, 4)] if isinstance(items, list) else (
         list(range(n)) if items.shape[1] in (2, 4) else [])
     stats = {"num_alpha": len(has_alpha), "num_transparent": 0}
-    if not has_alpha:
+    if not has_alpha or background == KEEP_ALPHA:
+        if has_alpha:
+            stats["num_transparent"] = sum(int(items[i][-1].min() < 255) for i in has_alpha)
         return items, stats
     colors = background_colors(background, n)
     if isinstance(items, list):
@@ -179,12 +273,20 @@ def _composite_alpha(items: np.ndarray | list[np.ndarray], background: str
 
 def _finish(raw: RawData, resolution: int, channels: int, resize: str,
             background: str = "black") -> tuple[np.ndarray, dict]:
-    """Composite alpha on ``background``, then apply channel policy + geometry + resampling.
+    """Composite alpha on ``background`` (or keep it), then apply channel policy + geometry + resampling.
 
-    Returns (uint8 [N, C, R, R], stats)."""
+    Returns (uint8 [N, C, R, R], stats); C = ``channels``, plus 1 (alpha) for ``keep-alpha``."""
     geom = _GEOMETRY[resize]
+    keep = background == KEEP_ALPHA
     items, alpha_stats = _composite_alpha(raw.images, background)
     n = len(items)
+    if keep:  # every image: `channels` colour channels + alpha
+        items = [_add_alpha(im, channels) for im in items] if isinstance(items, list) else _add_alpha(items, channels)
+    out_c = channels + 1 if keep else channels
+    fills = None
+    if resize == "pad":  # per-image pad colour in the output channels
+        fills = (np.zeros((n, out_c, 1, 1), np.uint8) if keep else
+                 _to_channels(background_colors(background, n)[:, :, None, None], channels))
     sizes: dict[str, int] = {}
     if isinstance(items, np.ndarray):
         groups = {items.shape[-2:]: (np.arange(n), items)}
@@ -204,23 +306,24 @@ def _finish(raw: RawData, resolution: int, channels: int, resize: str,
             raise DataError(f"resize='none' needs every image to be {resolution}x{resolution}, but "
                             f"{sum(wrong.values())} are not (sizes WxH: {dict(list(wrong.items())[:10])}); "
                             f"use resize='center_crop' or 'stretch', or change the resolution")
-    out = np.empty((n, channels, resolution, resolution), dtype=np.uint8)
+    out = np.empty((n, out_c, resolution, resolution), dtype=np.uint8)
     resampled = upscaled = 0
     for hw, (idx, arr) in groups.items():
-        # reduce channels before resampling, expand after (less work, same result)
-        pre = 1 if channels == 1 else None
+        # reduce channels before resampling, expand after (less work, same result); padding needs the final count
+        pre = out_c if (keep or resize == "pad") else 1 if channels == 1 else None
         if arr is None:
             c = pre or max(items[i].shape[0] for i in idx)
-            arr = np.stack([_to_channels(items[i], c) for i in idx])
-        elif pre:
+            arr = np.stack([_to_channels(items[i], c) if not keep else items[i] for i in idx])
+        elif pre and not keep:
             arr = _to_channels(arr, pre)
-        arr = geom(arr)
+        arr = geom(arr, None if fills is None else fills[idx])
         if arr.shape[-2:] != (resolution, resolution):
             if arr.shape[-2] < resolution or arr.shape[-1] < resolution:
                 upscaled += len(idx)
             resampled += len(idx)
-            arr = _resample(arr, resolution)
-        arr = _to_channels(arr, channels)
+            arr = _resample_premultiplied(arr, resolution) if keep else _resample(arr, resolution)
+        if not keep:
+            arr = _to_channels(arr, channels)
         if len(idx) == n:
             out = np.ascontiguousarray(arr)
             if not out.flags.writeable or out.base is not None:
@@ -254,7 +357,8 @@ _WARNED_BLACK: set[str] = set()
 
 def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str = "center_crop",
                  split: str = "train", min_images: int = 2, background: str = "black") -> ImageSet:
-    """Load a dataset from a builtin name or a path, as uint8 NCHW at one square resolution.
+    """Load a dataset from a builtin name or a path, as uint8 NCHW at one square resolution (alpha kept as an extra
+    channel with ``background="keep-alpha"``).
 
     The format is detected (see :mod:`degan.data.formats`): builtin ``faces100``; an image folder (recursive,
     labels from class subfolders or ``dataset.json``); a ``.zip`` of images; CIFAR-10/100 python archives
@@ -269,29 +373,36 @@ def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str
     Args:
         source: builtin name (``"faces100"``) or a path to a file or folder (an existing path wins over a
             builtin name).
-        resolution: output side length R in pixels (images become R x R).
-        channels: 1 (RGB -> ITU-R 601 luma) or 3 (grayscale replicated).
-        resize: ``"center_crop"``, ``"stretch"`` or ``"none"`` (see the module docstring).
+        resolution: output side length R in pixels (images become R x R); ``"R"`` and ``"RxR"`` are accepted too
+            (see :func:`parse_resolution`).
+        channels: colour channels: 1 (RGB -> ITU-R 601 luma) or 3 (grayscale replicated). ``keep-alpha`` adds
+            alpha after them.
+        resize: ``"center_crop"``, ``"pad"``, ``"stretch"`` or ``"none"`` (see the module docstring).
         split: ``"train"`` or ``"test"`` where the format has both; folders, zips and ``faces100`` have only
             ``"train"``. For a single idx file the file name decides (``t10k-*`` is the test split).
         min_images: fewest usable images accepted.
         background: what transparent pixels are composited on (``data.background``): ``"black"``, ``"white"``,
-            ``"gray"``, ``"random"`` (a fixed colour per image) or ``"#rrggbb"`` (see the module docstring).
+            ``"gray"``, ``"random"`` (a fixed colour per image) or ``"#rrggbb"``; or ``"keep-alpha"``: no
+            compositing, alpha kept as the last channel (see the module docstring). Also the pad colour of
+            ``resize="pad"``.
 
     Returns:
-        ImageSet with ``images`` uint8 ``[N, channels, R, R]`` in [0, 255], ``labels`` int64 ``[N]`` or None.
+        ImageSet with ``images`` uint8 ``[N, C, R, R]`` in [0, 255], ``C = channels`` (``channels + 1`` with
+        ``keep-alpha``: RGBA or gray + alpha), ``labels`` int64 ``[N]`` or None.
 
     Raises:
         DataError: missing path; no images found; unknown format (lists the supported ones); wrong split;
             corrupt archive or idx file; fewer than ``min_images`` usable images (one line listing the bad files);
-            ``resize="none"`` with images of another size; invalid ``resolution``/``channels``/``resize``/
-            ``background``.
+            ``resize="none"`` with images of another size; invalid ``resolution`` (also a non-square ``"WxH"``)/
+            ``channels``/``resize``/``background``.
     """
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer, str)):
         raise DataError(f"resolution must be a positive integer number of pixels, got {resolution!r}")
-    resolution = int(resolution)
+    resolution = parse_resolution(resolution)
     if channels not in (1, 3) or isinstance(channels, bool):
-        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+        hint = (" (for RGBA keep 3 and set background='keep-alpha': alpha is added as a 4th channel)"
+                if channels in (2, 4) else "")
+        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}{hint}")
     if resize not in _GEOMETRY:
         raise DataError(f"unknown resize policy {resize!r}; choose one of {', '.join(RESIZE_POLICIES)}")
     if not isinstance(split, str):
@@ -325,7 +436,7 @@ def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str
         _WARNED_BLACK.add(where)  # once per source and process (evaluation and the D monitor load it again)
         warnings.warn(f"{stats['num_transparent']} of {len(images)} images in {str(source)!r} have transparency and "
                       "were composited on black; --background white|gray|random|#rrggbb (data.background) chooses "
-                      "another", stacklevel=2)
+                      "another, --background keep-alpha keeps alpha (G generates RGBA)", stacklevel=2)
     if len(images) > 1 and np.array_equal(images[0], images[-1]) and bool((images == images[0]).all()):
         warnings.warn(f"all {len(images)} images of {str(source)!r} are identical at {resolution}x{resolution}; a GAN "
                       "trained on them can only learn that one picture", stacklevel=2)
@@ -343,7 +454,9 @@ def load_dataset(source: str, *, resolution: int, channels: int = 3, resize: str
         "resize_policy": _RESIZE_TEXT[resize],
         "resample": RESAMPLE,
         "channels": channels,
-        "channel_policy": "grayscale replicated to 3 channels" if channels == 3 else LUMA,
+        "img_channels": int(images.shape[1]),
+        "channel_policy": ("grayscale replicated to 3 channels" if channels == 3 else LUMA) + (
+            "; alpha kept as the last channel" if background == KEEP_ALPHA else ""),
         "alpha": alpha_policy(background),
         "background": background,
         "original_modes": {str(k): int(v) for k, v in raw.modes.items()},

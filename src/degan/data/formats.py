@@ -46,8 +46,13 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 
 ALPHA_POLICY = "composited on black (rgb * alpha / 255)"
 """``info["alpha"]`` of the default background (the behaviour of every release so far)."""
-BACKGROUNDS: tuple[str, ...] = ("black", "white", "gray", "random")
-"""Named backgrounds for alpha compositing; a hex colour ``#rrggbb`` is accepted too."""
+BACKGROUNDS: tuple[str, ...] = ("black", "white", "gray", "random", "keep-alpha")
+"""Named backgrounds for alpha compositing; a hex colour ``#rrggbb`` is accepted too. ``keep-alpha`` composites
+nothing: the alpha channel is kept as the last image channel (RGBA / gray + alpha) and G learns to generate it."""
+KEEP_ALPHA = "keep-alpha"
+METRIC_BACKGROUND = "black"
+"""What images with alpha (2 or 4 channels) are composited on before Inception features, reals and fakes alike:
+black, ``(rgb * a + 127) // 255``, the same pixels as ``data.background=black`` at the stored size."""
 BACKGROUND_COLORS: dict[str, tuple[int, int, int]] = {"black": (0, 0, 0), "white": (255, 255, 255),
                                                       "gray": (128, 128, 128)}
 RANDOM_BACKGROUND_SEED = 0
@@ -168,7 +173,8 @@ def parse_background(spec) -> str:
     """Check a background for alpha compositing; returns it normalised (names and hex digits lower case).
 
     ``black`` (the default: ``rgb * a / 255``), ``white``, ``gray`` (128), ``random`` (one colour per image, fixed:
-    see :data:`RANDOM_BACKGROUND_SEED`) or a hex colour ``#rrggbb``.
+    see :data:`RANDOM_BACKGROUND_SEED`), a hex colour ``#rrggbb``, or ``keep-alpha`` (no compositing: alpha stays an
+    image channel).
 
     Raises:
         DataError: anything else; the message names the valid values.
@@ -176,13 +182,16 @@ def parse_background(spec) -> str:
     s = spec.strip().lower() if isinstance(spec, str) else None
     if s in BACKGROUNDS or (s is not None and re.fullmatch(r"#[0-9a-f]{6}", s)):
         return s
-    raise DataError(f"background {spec!r} is not valid; choose black, white, gray, random or a hex colour #rrggbb "
-                    f"(e.g. #ff8800)")
+    raise DataError(f"background {spec!r} is not valid; choose black, white, gray, random, keep-alpha or a hex "
+                    f"colour #rrggbb (e.g. #ff8800)")
 
 
 def background_colors(background: str, n: int) -> np.ndarray:
-    """uint8 ``[n, 3]``: the RGB colour image i (0-based, in load order) is composited on."""
+    """uint8 ``[n, 3]``: the RGB colour image i (0-based, in load order) is composited on (``keep-alpha``: black,
+    the colour stored under fully transparent pixels)."""
     bg = parse_background(background)
+    if bg == KEEP_ALPHA:
+        bg = "black"
     if bg == "random":
         import hashlib
 
@@ -197,6 +206,9 @@ def alpha_policy(background: str) -> str:
     bg = parse_background(background)
     if bg == "black":
         return ALPHA_POLICY
+    if bg == KEEP_ALPHA:
+        return ("kept as the last channel (RGBA or gray + alpha; opaque images get alpha 255); colour under fully "
+                "transparent pixels set to 0; resampled premultiplied")
     what = {"random": "a random colour per image (fixed: SHA-256 of the image index)",
             "gray": "gray (#808080)", "white": "white (#ffffff)"}.get(bg, bg)
     return f"composited on {what} (rgb * alpha / 255 + background * (1 - alpha / 255))"

@@ -110,7 +110,7 @@ def environment(cfg: RunConfig | None = None) -> dict:
 
 def model_kwargs(cfg: RunConfig) -> dict:
     """Constructor options of the registered model from the config."""
-    kw = {"resolution": cfg.data.resolution, "img_channels": cfg.data.channels, "width": cfg.model.width}
+    kw = {"resolution": cfg.data.resolution, "img_channels": cfg.data.img_channels, "width": cfg.model.width}
     if cfg.model.z_dim is not None:
         kw["z_dim"] = cfg.model.z_dim
     if cfg.model.channel_base is not None:  # StyleGAN2's channel schedule (other models reject the option)

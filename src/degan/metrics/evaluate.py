@@ -354,7 +354,7 @@ def _generated_batches(sample_fn: Callable[[int], torch.Tensor], num_gen: int, b
     while done < num_gen:
         n = min(batch_size, num_gen - done)
         images = sample_fn(n)
-        check_uint8_images(images, "sample_fn output")
+        check_uint8_images(images, "sample_fn output", alpha=True)
         if images.shape[0] != n:
             raise ValueError(f"sample_fn({n}) returned {images.shape[0]} images")
         yield images
@@ -413,8 +413,9 @@ def evaluate(
     resize never hits a stale entry).
 
     Args:
-        sample_fn: ``sample_fn(n)`` returns uint8 ``[n, C, H, W]`` in [0, 255] generated images (C in {1, 3});
-            seeding the generator is the caller's job.
+        sample_fn: ``sample_fn(n)`` returns uint8 ``[n, C, H, W]`` in [0, 255] generated images (C in {1, 3}, or
+            2 / 4 with alpha last: then reals and fakes are both composited on black before the extractor, see
+            :func:`degan.metrics.inception.composite_on_black`); seeding the generator is the caller's job.
         metrics: protocol names, e.g. ``["fid10k_test", "kid_train", "is10k"]`` (see :func:`parse_metric`).
         references: ``"train"`` / ``"test"`` -> ``(images, key)``: uint8 ``[N, C, H, W]`` reference images
             (the subset actually trained on for ``"train"``, the held-out split for ``"test"``) and the

@@ -45,6 +45,11 @@ ENV_VAR = "DEGAN_INCEPTION"
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 #: Input side length of the network.
 INCEPTION_SIZE = 299
+#: Network backends of :class:`InceptionFeatures`.
+BACKENDS = ("auto", "eager", "torchscript")
+#: Images per forward piece on CPU: 16 ran fastest of 4-64 in ``benchmarks/metrics_throughput.py`` (cache-resident
+#: activations); on GPU the whole batch runs at once.
+CPU_MAX_BATCH = 16
 
 _HOW_TO_GET = (
     "Get the FID Inception weights (TF inception-2015-12-05, pool3, as TorchScript) with\n"
@@ -122,8 +127,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def check_uint8_images(images: torch.Tensor, name: str = "images") -> None:
-    """Raise ``ValueError`` unless ``images`` is a uint8 tensor ``[N, C, H, W]`` with C in {1, 3} (torch-fidelity style)."""
+def check_uint8_images(images: torch.Tensor, name: str = "images", alpha: bool = False) -> None:
+    """Raise ``ValueError`` unless ``images`` is a uint8 tensor ``[N, C, H, W]`` with C in {1, 3} (torch-fidelity style);
+    ``alpha=True`` also accepts C in {2, 4} (gray + alpha / RGBA, alpha last)."""
     if not torch.is_tensor(images):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
     if images.dtype != torch.uint8:
@@ -133,9 +139,21 @@ def check_uint8_images(images: torch.Tensor, name: str = "images") -> None:
                          f"got {images.dtype}{hint}")
     if images.dim() != 4:
         raise ValueError(f"{name} must be 4-D [N, C, H, W], got shape {tuple(images.shape)}")
-    if images.shape[1] not in (1, 3):
+    if images.shape[1] not in ((1, 2, 3, 4) if alpha else (1, 3)):
         hint = " (looks like NHWC; permute to NCHW)" if images.shape[-1] in (1, 3) else ""
-        raise ValueError(f"{name} must have 1 or 3 channels in dim 1, got shape {tuple(images.shape)}{hint}")
+        also = " (2 or 4 with alpha last)" if alpha else ""
+        raise ValueError(f"{name} must have 1 or 3 channels{also} in dim 1, got shape {tuple(images.shape)}{hint}")
+
+
+def composite_on_black(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]``: C in {2, 4} (alpha last) -> ``[N, C - 1, H, W]`` composited on black,
+    ``(c * a + 127) // 255`` (the pixels of ``data.background=black``); C in {1, 3} is returned as it is.
+
+    Metrics see images with alpha this way, reals and generated alike, so Inception gets 1 or 3 channels."""
+    if images.shape[1] not in (2, 4):
+        return images
+    a = images[:, -1:].to(torch.int32)
+    return ((images[:, :-1].to(torch.int32) * a + 127) // 255).to(torch.uint8)
 
 
 def _resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -183,10 +201,23 @@ class InceptionFeatures(nn.Module):
 
     The module stays in eval mode (``train()`` is a no-op) and has no trainable parameters.
 
+    Backends (the TorchScript file is the weights source of both):
+
+    - ``"eager"``: :class:`~degan.metrics.inception_net.EagerFIDInception`, the same network as eager PyTorch with
+      the batch norms folded into the convolutions, run channels-last (about 1.5-2x the TorchScript speed on CPU;
+      ``benchmarks/metrics_throughput.py``). Built only after its features match the TorchScript network's within
+      1e-4 (max abs) on a fixed check input.
+    - ``"torchscript"``: the file's own graph.
+    - ``"auto"`` (default): eager when the check passes, else TorchScript.
+
+    On CPU, batches run in pieces of :data:`CPU_MAX_BATCH` images (smaller pieces stay in cache; measured in
+    ``benchmarks/metrics_throughput.py``); features do not depend on the piece size beyond float round-off.
+
     Args:
         path: weights file; ``None`` searches as :func:`find_inception_weights` does.
         resize: one of ``"bilinear"``, ``"bicubic"``, ``"nearest"``.
         device: device to load the network on (``"cpu"``, ``"cuda"``...).
+        backend: ``"auto"``, ``"eager"`` or ``"torchscript"``.
 
     Attributes:
         num_features: 2048.
@@ -194,18 +225,25 @@ class InceptionFeatures(nn.Module):
         sha256: hex sha256 of the weights file (compare with :data:`INCEPTION_SHA256`).
         resize: the resize method name.
         path: the weights file.
+        backend: the backend in use, ``"eager"`` or ``"torchscript"``.
+        backend_check: max abs feature difference eager vs TorchScript on the check input (None: not checked).
+        max_batch: images per forward piece; None (default) = :data:`CPU_MAX_BATCH` on CPU, the whole batch else.
 
     Raises:
-        DeganError: if the weights file is missing or is not a loadable TorchScript file.
-        ValueError: on an unknown ``resize``.
+        DeganError: if the weights file is missing or is not a loadable TorchScript file, or ``backend="eager"``
+            and the eager network does not match the file.
+        ValueError: on an unknown ``resize`` or ``backend``.
     """
 
     num_features = 2048
 
-    def __init__(self, path: str | os.PathLike | None = None, *, resize: str = "bilinear", device: str | torch.device = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike | None = None, *, resize: str = "bilinear",
+                 device: str | torch.device = "cpu", backend: str = "auto") -> None:
         super().__init__()
         if resize not in RESIZE_METHODS:
             raise ValueError(f"unknown resize {resize!r}; valid names are: {', '.join(sorted(RESIZE_METHODS))}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid names are: {', '.join(BACKENDS)}")
         self.path = find_inception_weights(path)
         self.sha256 = file_sha256(self.path)
         self.resize = resize
@@ -220,6 +258,17 @@ class InceptionFeatures(nn.Module):
         for p in net.parameters():
             p.requires_grad_(False)
         self.net = net
+        self.fast, self.backend, self.backend_check = None, "torchscript", None
+        if backend != "torchscript":
+            from .inception_net import build_eager_inception
+
+            fast, self.backend_check = build_eager_inception(net)
+            if fast is not None:
+                self.fast, self.backend = fast, "eager"
+            elif backend == "eager":
+                raise DeganError(f"the eager FID Inception network does not match {self.path} (max abs feature "
+                                 f"difference {self.backend_check:.3g} > 1e-4); use backend='torchscript'")
+        self.max_batch: int | None = None  # None: CPU_MAX_BATCH on CPU, the whole batch elsewhere
 
     def train(self, mode: bool = True) -> "InceptionFeatures":
         """Keep eval mode whatever ``mode`` is (the features must not depend on the caller's mode)."""
@@ -252,11 +301,16 @@ class InceptionFeatures(nn.Module):
         Raises:
             ValueError: if ``images`` is not a uint8 4-D tensor with 1 or 3 channels.
         """
+        step = self.max_batch or (CPU_MAX_BATCH if self.device.type == "cpu" else max(1, images.shape[0]))
+        if images.shape[0] > step:
+            return torch.cat([self(images[i:i + step]) for i in range(0, images.shape[0], step)])
         x = self.preprocess(images)
-        return self.net(x).reshape(x.shape[0], -1).float()
+        net = self.fast if self.fast is not None else self.net
+        return net(x).reshape(x.shape[0], -1).float()
 
     def extra_repr(self) -> str:
-        return f"name={self.name}, resize={self.resize}, sha256={self.sha256[:12]}..., path={self.path}"
+        return (f"name={self.name}, backend={self.backend}, resize={self.resize}, sha256={self.sha256[:12]}..., "
+                f"path={self.path}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,15 +331,15 @@ def _as_uint8_tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _iter_batches(images, batch_size: int) -> Iterable[torch.Tensor]:
     if isinstance(images, (np.ndarray, torch.Tensor)):
         images = _as_uint8_tensor(images)
-        check_uint8_images(images)
+        check_uint8_images(images, alpha=True)
         for start in range(0, images.shape[0], batch_size):
-            yield images[start : start + batch_size]
+            yield composite_on_black(images[start : start + batch_size])
     else:
         for batch in images:
             batch = _as_uint8_tensor(batch)
-            check_uint8_images(batch, "each batch")
+            check_uint8_images(batch, "each batch", alpha=True)
             for start in range(0, batch.shape[0], batch_size):  # re-chunk oversized batches
-                yield batch[start : start + batch_size]
+                yield composite_on_black(batch[start : start + batch_size])
 
 
 def _features_fitting(extractor: nn.Module, batch: torch.Tensor, device, limit: list[int]) -> torch.Tensor:
@@ -325,8 +379,9 @@ def extract_features(
     through resize and network; there is no batch statistic).
 
     Args:
-        images: uint8 ``[N, C, H, W]`` in [0, 255] (C in {1, 3}) as a numpy array or torch tensor, or an
-            iterable of such batches (e.g. a generator or a DataLoader yielding uint8 tensors).
+        images: uint8 ``[N, C, H, W]`` in [0, 255] (C in {1, 3}; or 2 / 4 with alpha last, composited on black by
+            :func:`composite_on_black` first) as a numpy array or torch tensor, or an iterable of such batches
+            (e.g. a generator or a DataLoader yielding uint8 tensors).
         extractor: a module mapping uint8 ``[B, C, H, W]`` to ``[B, F]`` (e.g. :class:`InceptionFeatures`).
         batch_size: images per forward pass (>= 1).
         device: where the batches are sent; the extractor should live there too.
@@ -341,7 +396,7 @@ def extract_features(
     batches use the smaller size (printed once to stderr); a single image that does not fit re-raises the error.
 
     Raises:
-        ValueError: if ``batch_size < 1`` or an input is not uint8 ``[N, C, H, W]`` with C in {1, 3}.
+        ValueError: if ``batch_size < 1`` or an input is not uint8 ``[N, C, H, W]`` with C in {1, 2, 3, 4}.
     """
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")

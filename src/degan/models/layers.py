@@ -138,12 +138,14 @@ SQRT2 = math.sqrt(2.0)
 def check_common_options(img_channels: int, z_dim: int, width: float, num_classes: int) -> None:
     """Validate the options every model family shares.
 
+    ``img_channels``: 1 (gray), 3 (RGB), or 2 / 4 (gray + alpha / RGBA, alpha last: ``data.background=keep-alpha``).
+
     Raises:
-        ValueError: ``img_channels`` not 1 or 3, ``z_dim`` < 1, ``width`` not a positive finite number, or
+        ValueError: ``img_channels`` not in {1, 2, 3, 4}, ``z_dim`` < 1, ``width`` not a positive finite number, or
             ``num_classes`` < 0.
     """
-    if img_channels not in (1, 3):
-        raise ValueError(f"img_channels must be 1 or 3; got {img_channels!r}")
+    if isinstance(img_channels, bool) or img_channels not in (1, 2, 3, 4):
+        raise ValueError(f"img_channels must be 1 (gray), 3 (RGB), 2 (gray + alpha) or 4 (RGBA); got {img_channels!r}")
     if not isinstance(z_dim, int) or z_dim < 1:
         raise ValueError(f"z_dim must be a positive int; got {z_dim!r}")
     if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
