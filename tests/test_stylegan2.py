@@ -18,10 +18,16 @@ from degan.models import create_model
 from degan.models.stylegan2 import (
     EqualConv2d,
     ModulatedConv2d,
+    conv2d_down,
+    conv2d_up,
     downsample2d,
+    fir_kernel,
     interpolate_styles,
     minibatch_stddev,
     modulated_conv2d,
+    path_length_penalty,
+    path_lengths,
+    upsample2d,
 )
 from degan.pruning.mask import (
     add_masks,
@@ -58,13 +64,6 @@ def test_shapes_and_ranges(resolution):
     assert len(G.blocks) == int(math.log2(resolution)) - 1 and len(D.blocks) == int(math.log2(resolution)) - 1
     G_lin, _ = tiny(resolution, tanh_output=False)
     assert G_lin(z).abs().max() > 1  # the paper's linear output is not squashed
-
-
-def test_path_length_regularisation_is_not_implemented():
-    from degan.models.stylegan2 import path_length_penalty
-
-    with pytest.raises(NotImplementedError, match="path-length"):
-        path_length_penalty()
 
 
 def test_bad_resolution_and_options():
@@ -137,6 +136,91 @@ def test_downsample_and_minibatch_stddev():
     out = minibatch_stddev(x, 4)[:, 1, 0, 0]
     assert torch.allclose(out[0::2], torch.full((3,), math.sqrt(2 / 3)), atol=1e-4)
     assert torch.allclose(out[1::2], torch.full((3,), 1e-4), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- FIR resampling
+
+
+def _zero_insert(x):
+    n, c, h, w = x.shape
+    u = torch.zeros(n, c, 2 * h, 2 * w, dtype=x.dtype)
+    u[:, :, ::2, ::2] = x
+    return u
+
+
+def _combined_kernel(weight, gain):
+    """'full' correlation kernel of a [O, I, k, k] weight and the 4x4 FIR filter: [O, I, k + 3, k + 3]."""
+    o, i, k, _ = weight.shape
+    f = fir_kernel(gain, weight.dtype)
+    out = torch.zeros(o, i, k + 3, k + 3, dtype=weight.dtype)
+    for a in range(k):
+        for b in range(k):
+            out[:, :, a:a + 4, b:b + 4] += weight[:, :, a:a + 1, b:b + 1] * f
+    return out
+
+
+def test_fir_kernel():
+    k = fir_kernel()
+    assert k.shape == (4, 4) and float(k.sum()) == pytest.approx(1.0)
+    assert torch.allclose(k, torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64)
+    assert float(fir_kernel(4.0).sum()) == pytest.approx(4.0)
+
+
+def test_fir_upsampling_matches_zero_insertion_reference():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    # image up-sampling: zero insertion, then the gain-4 filter with zero padding (2, 1) (upfirdn2d, up = 2)
+    ref = F.conv2d(F.pad(_zero_insert(x), (2, 1, 2, 1)), fir_kernel(4.0, x.dtype).expand(3, 1, 4, 4), groups=3)
+    up = upsample2d(x)
+    assert up.shape == (2, 3, 10, 12) and torch.allclose(up, ref, atol=1e-12)
+    # its interior is bilinear up-sampling; a constant stays constant away from the border
+    bil = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert torch.allclose(up[..., 1:-1, 1:-1], bil[..., 1:-1, 1:-1], atol=1e-12)
+    assert not torch.allclose(up[..., 0, :], bil[..., 0, :])  # zero padding at the border, not edge replicate
+    const = upsample2d(torch.full((1, 1, 4, 4), 3.0))
+    assert torch.allclose(const[..., 2:-2, 2:-2], torch.full((1, 1, 4, 4), 3.0))
+    # up-sampling conv (transposed conv + FIR) = zero insertion + one 'full' kernel, centred: pad (k+3)/2.. here
+    for k in (1, 3):
+        w = torch.randn(4, 3, k, k, dtype=torch.float64)
+        p0 = (k - 1) // 2 + 2
+        p1 = k + 2 - p0
+        ref = F.conv2d(F.pad(_zero_insert(x), (p0, p1, p0, p1)), _combined_kernel(w, 4.0))
+        out = conv2d_up(x, w)
+        assert out.shape == (2, 4, 10, 12) and torch.allclose(out, ref, atol=1e-10), k
+    # k = 1: the up-sampling conv is the 1x1 conv of the FIR up-sampled input
+    w = torch.randn(4, 3, 1, 1, dtype=torch.float64)
+    assert torch.allclose(conv2d_up(x, w), F.conv2d(upsample2d(x), w), atol=1e-10)
+    with pytest.raises(ValueError, match="odd kernel"):
+        conv2d_up(x, torch.randn(4, 3, 2, 2, dtype=torch.float64))
+
+
+def test_fir_downsampling_matches_full_resolution_reference():
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 8, 10, dtype=torch.float64)
+    for k in (1, 3):
+        w = torch.randn(4, 3, k, k, dtype=torch.float64)
+        b = torch.randn(4, dtype=torch.float64)
+        pad = (k + 1) // 2
+        full = F.conv2d(F.pad(x, (pad, pad + 1, pad, pad + 1)), _combined_kernel(w, 1.0), b)  # stride 1
+        ref = full[:, :, ::2, ::2][:, :, :4, :5]
+        out = conv2d_down(x, w, b)
+        assert out.shape == (2, 4, 4, 5) and torch.allclose(out, ref, atol=1e-10), k
+    # blur-down keeps constants away from the border and its output pixel j is centred on inputs 2j, 2j + 1
+    assert torch.allclose(downsample2d(torch.full((1, 1, 8, 8), 2.0))[..., 1:-1, 1:-1], torch.full((1, 1, 2, 2), 2.0))
+    ramp = torch.arange(8.0).reshape(1, 1, 1, 8).expand(1, 1, 8, 8)
+    assert torch.allclose(downsample2d(ramp)[0, 0, 2, 1:-1], torch.tensor([2.5, 4.5]))  # (2j + 0.5)
+
+
+def test_modulated_up_conv_matches_per_sample_reference():
+    torch.manual_seed(2)
+    x, weight, styles = torch.randn(3, 2, 5, 5), torch.randn(4, 2, 3, 3), torch.rand(3, 2) + 0.5
+    out = modulated_conv2d(x, weight, styles, demodulate=True, up=True)
+    assert out.shape == (3, 4, 10, 10)
+    for n in range(3):
+        w = weight * styles[n].reshape(1, 2, 1, 1)
+        w = w / torch.sqrt((w ** 2).sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
+        ref = F.conv2d(F.pad(_zero_insert(x[n:n + 1]), (3, 2, 3, 2)), _combined_kernel(w, 4.0))
+        assert torch.allclose(out[n:n + 1], ref, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- masks + equalised lr
