@@ -2,7 +2,8 @@
 
 SPEC §1: ``L_D = E_x[f_D(-D(x))] + E_z[f_D(D(G(z)))]``, ``L_G = E_z[f_G(-D(G(z)))]``, both minimised;
 hinge: ``f_D(u) = max(0, 1 + u)``, ``f_G(u) = u`` (Lim & Ye 2017; Miyato et al. 2018);
-non-saturating: ``f_D = f_G = softplus`` (Goodfellow et al. 2014).
+non-saturating: ``f_D = f_G = softplus`` (Goodfellow et al. 2014); Wasserstein (``wgan``, ``wgangp``):
+``f_D(u) = f_G(u) = u`` (Arjovsky et al. 2017; the penalty of WGAN-GP is :mod:`degan.train.gp`).
 Augmentation (DiffAugment, SPEC §2) acts inside these losses: the same policy on reals and fakes in the D step and
 on fakes in the G step, with gradients flowing through it to G.
 """
@@ -40,6 +41,11 @@ class AdversarialLoss:
 
 LOSSES.register("hinge")(AdversarialLoss("hinge", lambda u: F.relu(1.0 + u), lambda u: u))
 LOSSES.register("nonsaturating")(AdversarialLoss("nonsaturating", F.softplus, F.softplus))
+# Wasserstein loss (Arjovsky et al. 2017): f_D(u) = f_G(u) = u, so L_D = E[D(G(z))] - E[D(x)], L_G = -E[D(G(z))].
+# `wgangp` is the same pair; with it the stage runner adds the gradient penalty and drift term (degan.train.gp,
+# technique `gp`); in Python, wrap the objective with degan.train.gp.GradientPenaltyObjective.
+LOSSES.register("wgan")(AdversarialLoss("wgan", lambda u: u, lambda u: u))
+LOSSES.register("wgangp")(AdversarialLoss("wgangp", lambda u: u, lambda u: u))
 
 
 def call_net(net: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
@@ -54,7 +60,8 @@ class GANObjective:
     New techniques (AdvAug, distillation, R1, LeCam) extend this object, never the training loop.
 
     Args:
-        loss: a registered loss name (``hinge`` | ``nonsaturating``).
+        loss: a registered loss name (``hinge`` | ``nonsaturating`` | ``wgan`` | ``wgangp``; the WGAN-GP penalty is
+            added by :class:`degan.train.gp.GradientPenaltyObjective`).
         augment: callable ``aug(x, generator=None) -> x`` on float NCHW images in [-1, 1], or None.
 
     Raises:

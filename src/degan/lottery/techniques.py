@@ -8,10 +8,12 @@ technique      enabled by                                                order  
 advaug         ``advaug.enabled`` (replaces the adversarial objective)     0      -
 recon          ``recon.weight > 0`` and a model with decoders (FastGAN)    5      -
 lecam          ``lecam.enabled``                                          10      -
+gp             ``train.loss=wgangp`` (WGAN-GP penalty + drift)             15      -
 r1             ``r1.gamma > 0``                                           20      -
 ada            an ADA ``train.augment`` pipeline                          30      30
 dynamic        ``dynamic.enabled`` (RG-GAN; builds the train state)       40      10
 kd             IMP levels >= 1 with ``prune.kd_weight > 0``               50      -
+grow           ``grow.enabled`` and a model that grows (ProGAN)            95      15
 rewind         level 0 of a ticket run with late rewinding                 -      20
 precision      always (fp32 / bf16 / fp16 autocast, loss scaling)        100       0
 monitor        ``eval.monitor_every_kimg`` (D overfitting monitor)         -      70
@@ -19,7 +21,8 @@ tensorboard    ``eval.tensorboard``                                        -    
 =============  ========================================================  =====  ==========
 
 Stage-specific techniques built by their callers: :class:`Slimming` (the slimming stage of a channel ticket).
-``recon`` (FastGAN's reconstruction term) lives in :mod:`degan.recon` and registers when imported at the end here.
+``recon`` (FastGAN's reconstruction term) lives in :mod:`degan.recon`, ``grow`` (ProGAN's progressive growing) in
+:mod:`degan.train.grow` and ``gp`` (WGAN-GP) in :mod:`degan.train.gp`; they register when imported at the end here.
 The order numbers reproduce the historical wiring exactly, so training is bit-identical to it.
 """
 
@@ -399,3 +402,5 @@ def save_dynamic_result(exp: Experiment, stage: StageLayout, state: TrainState, 
 from . import best as _best  # noqa: E402,F401  (registers the best-snapshot / early-stopping technique)
 from .. import recon as _recon  # noqa: E402,F401  (registers FastGAN's self-supervised reconstruction term)
 from . import early_bird as _early_bird  # noqa: E402,F401  (registers the early-bird ticket check)
+from ..train import grow as _grow  # noqa: E402,F401  (registers ProGAN's progressive growing schedule)
+from ..train import gp as _gp  # noqa: E402,F401  (registers the WGAN-GP gradient penalty and drift term)

@@ -9,7 +9,8 @@ Registered families: ``dcgan`` (CPU-sized, width multiplier; Radford et al. 2016
 2018), ``sngan32`` (the SNGAN CIFAR ResNet, Miyato et al., ICLR 2018, arXiv:1802.05957), ``biggan``
 (class-conditional BigGAN at 32, 64, 128 px, Brock et al., ICLR 2019, arXiv:1809.11096; spectral norm in G too),
 ``stylegan2`` (Karras et al., CVPR 2020, arXiv:1912.04958) and ``fastgan`` (Liu et al., ICLR 2021, arXiv:2101.04775;
-skip-layer excitation G, self-supervised D with decoders; spectral norm in G and D).
+skip-layer excitation G, self-supervised D with decoders; spectral norm in G and D) and ``progan`` (Karras et al.,
+ICLR 2018, arXiv:1710.10196; progressive growing with fade-in, driven by the ``grow`` technique).
 """
 
 from __future__ import annotations
@@ -100,3 +101,4 @@ from degan.models import sngan as _sngan  # noqa: E402,F401
 from degan.models import biggan as _biggan  # noqa: E402,F401
 from degan.models import stylegan2 as _stylegan2  # noqa: E402,F401
 from degan.models import fastgan as _fastgan  # noqa: E402,F401
+from degan.models import progan as _progan  # noqa: E402,F401
