@@ -419,6 +419,40 @@ class ReconConfig:
 
 
 @dataclass(frozen=True)
+class GrowConfig:
+    """Progressive growing with fade-in (ProGAN, Karras et al., ICLR 2018, arXiv:1710.10196; :mod:`degan.train.grow`)
+    for the models that declare it (``progan``); other models ignore it.
+
+    Attributes:
+        enabled: grow from ``start_resolution`` to ``data.resolution``; False = train at full resolution throughout.
+        start_resolution: the first level, a power of two >= 4 (paper 4).
+        fade_kimg: real images (thousands) over which each new level fades in, alpha 0 -> 1 (paper 600); 0 = none.
+        stable_kimg: real images (thousands) each level trains at alpha = 1 (paper 600), > 0. The whole schedule
+            lasts ``stable_kimg + log2(R / start) * (fade_kimg + stable_kimg)`` kimg (256 px: 7800); training
+            past it stays at full resolution, shorter training stops mid-growth.
+    """
+
+    enabled: bool = True
+    start_resolution: int = 4
+    fade_kimg: float = 600.0
+    stable_kimg: float = 600.0
+
+
+@dataclass(frozen=True)
+class GPConfig:
+    """WGAN-GP terms on D, added when ``train.loss`` is ``wgangp`` (:mod:`degan.train.gp`; Gulrajani et al. 2017,
+    drift from Karras et al. 2018).
+
+    Attributes:
+        weight: lambda of ``E[(||grad D(x_hat)||_2 - 1)^2]`` (10), >= 0.
+        drift: eps_drift of ``E[D(x)^2]`` on the reals (0.001), >= 0.
+    """
+
+    weight: float = 10.0
+    drift: float = 0.001
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation at the end of each stage (SPEC §8).
 
@@ -486,6 +520,8 @@ class RunConfig:
     lecam: LeCamConfig = field(default_factory=LeCamConfig)
     r1: R1Config = field(default_factory=R1Config)
     recon: ReconConfig = field(default_factory=ReconConfig)
+    grow: GrowConfig = field(default_factory=GrowConfig)
+    gp: GPConfig = field(default_factory=GPConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -687,7 +723,7 @@ def dump_yaml(cfg: Any) -> str:
 _CHOICES = {
     "data.resize": ("center_crop", "pad", "stretch", "none"),
     "data.subset_mode": ("random", "first"),
-    "train.loss": ("hinge", "nonsaturating"),
+    "train.loss": ("hinge", "nonsaturating", "wgan", "wgangp"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.adam": ("auto", "foreach", "fused", "for_loop"),
@@ -826,6 +862,17 @@ def validate(cfg: RunConfig) -> RunConfig:
             cfg.advaug.validate()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    g = cfg.grow
+    if g.start_resolution < 4 or g.start_resolution & (g.start_resolution - 1):
+        raise ConfigError(f"grow.start_resolution must be a power of two >= 4 (paper 4), got {g.start_resolution}")
+    if not (g.fade_kimg >= 0 and math.isfinite(g.fade_kimg)):
+        raise ConfigError(f"grow.fade_kimg must be >= 0 kimg (paper 600; 0 = no fade-in), got {g.fade_kimg}")
+    if not (g.stable_kimg > 0 and math.isfinite(g.stable_kimg)):
+        raise ConfigError(f"grow.stable_kimg must be > 0 kimg (paper 600), got {g.stable_kimg}")
+    for key in ("weight", "drift"):
+        v = getattr(cfg.gp, key)
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"gp.{key} must be >= 0 (WGAN-GP: weight 10, drift 0.001), got {v}")
     lc = cfg.lecam
     if not lc.weight >= 0:
         raise ConfigError(f"lecam.weight must be >= 0 (paper 0.3), got {lc.weight}")
@@ -843,6 +890,10 @@ def validate(cfg: RunConfig) -> RunConfig:
 
     if cfg.model.name not in MODELS:
         raise ConfigError(f"unknown model {cfg.model.name!r}; valid names are: {', '.join(MODELS.names())}")
+    grows = g.enabled and "grow" in getattr(MODELS.get(cfg.model.name), "objective_terms", ())
+    if grows and g.start_resolution > cfg.data.resolution:
+        raise ConfigError(f"grow.start_resolution={g.start_resolution} is above data.resolution="
+                          f"{cfg.data.resolution}; progressive growing starts at 4 (paper) up to the resolution")
     for b in ("beta1", "beta2"):
         v = getattr(cfg.optim, b)
         if not 0.0 <= v < 1.0:
@@ -982,6 +1033,31 @@ PRESETS["fastgan_cpu"] = {
     "eval": {"metrics": "fid_train,kid_train", "num_gen": 500, "batch_size": 16},
 }
 
+# FastGAN on the few-shot sets of RG-GAN Table 4 (Obama, Grumpy Cat, Panda, AnimalFace cat/dog; 100-389 images at
+# 256 px): the `fastgan` recipe as it stands (the FastGAN paper's few-shot setting: batch 8, 50k iterations = 400 kimg,
+# the #RI of RG-GAN Table 4's FastGAN rows), FID/KID on 5k samples vs all training images.
+PRESETS["fastgan_fewshot"] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS["fastgan"].items()}
+# ProGAN (Karras et al., ICLR 2018, arXiv:1710.10196; SPEC §9; docs/progan.md) on the few-shot sets of RG-GAN Table 3
+# at 256 px. RG-GAN does not give its ProGAN schedule, so this is the ProGAN paper's (Appendix A.1): WGAN-GP (lambda 10,
+# drift 0.001), Adam lr 0.001 betas (0, 0.99) eps 1e-8 for G and D, one D step per G step, batch 16 (the paper's 16 up
+# to 128 px; it used 14 at 256 px), G EMA 0.999 per G step, growing from 4x4 with 600 kimg fade-in + 600 kimg stable
+# per resolution: 600 + 6 x 1200 = 7800 kimg to 256 px; no DiffAugment (Table 3's ProGAN rows), x-flips; FID/KID on
+# 5k samples vs all training images (Table 3's protocol).
+PRESETS["progan_fewshot"] = {
+    "model": {"name": "progan", "width": 1.0, "spectral_norm": False},
+    "data": {"resolution": 256, "mirror": True},
+    "optim": {"lr_G": 0.001, "lr_D": 0.001, "beta1": 0.0, "beta2": 0.99, "eps": 1e-8},
+    "train": {"batch_D": 16, "batch_G": 16, "n_dis": 1, "loss": "wgangp", "ema_decay": 0.999, "total_kimg": 7800,
+              "snap_kimg": 100, "log_kimg": 2, "augment": "none"},
+    "gp": {"weight": 10.0, "drift": 0.001},
+    "grow": {"enabled": True, "start_resolution": 4, "fade_kimg": 600.0, "stable_kimg": 600.0},
+    "eval": {"metrics": "fid_train,kid_train", "num_gen": 5000},
+}
+# `--model progan` without --preset: the same recipe at the resolution of --resolution (or the config's); the total
+# is still the 256 px schedule's 7800 kimg (set --kimg to the schedule of another resolution, docs/progan.md).
+PRESETS["progan"] = {k: ({kk: vv for kk, vv in v.items() if kk != "resolution"} if k == "data" else v)
+                     for k, v in PRESETS["progan_fewshot"].items()}
+
 
 def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str, ...] | list[str] = (),
             overrides: dict | None = None) -> RunConfig:
@@ -1019,7 +1095,8 @@ def check_classes(cfg: RunConfig) -> None:
 
 
 __all__ = [
-    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "DynamicConfig", "LeCamConfig", "R1Config", "ReconConfig", "EvalConfig",
+    "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "PruneConfig", "AdvAugConfig", "DynamicConfig", "LeCamConfig", "R1Config", "ReconConfig", "GrowConfig", "GPConfig",
+    "EvalConfig",
     "RunConfig",
     "PRESETS", "VARIANTS", "variant_name", "parse_rewind", "resolve", "resolve_dataclass", "merge", "deep_merge",
     "parse_set", "dotted_override", "set_dotted", "from_dict", "to_dict", "dump_yaml", "validate",
