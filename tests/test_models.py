@@ -16,8 +16,8 @@ from degan.models.sngan import SNGAN32_PARAMS
 # Smallest sensible options per model so the test stays fast.
 TINY = {"dcgan": dict(resolution=16, width=0.25, z_dim=16), "sngan32": dict(width=0.125, z_dim=16),
         "stylegan2": dict(resolution=32, width=1 / 32, z_dim=16, mapping_layers=2), "biggan": dict(width=0.05, z_dim=16),
-        "fastgan": dict(resolution=64, width=1 / 16, z_dim=16)}
-NO_SN = {"stylegan2"}  # families without spectral norm (StyleGAN2: equalised lr + R1 instead)
+        "fastgan": dict(resolution=64, width=1 / 16, z_dim=16), "progan": dict(resolution=16, width=1 / 32, z_dim=16)}
+NO_SN = {"stylegan2", "progan"}  # families without spectral norm (StyleGAN2, ProGAN: equalised lr instead)
 SN_IN_G = {"biggan", "fastgan"}  # families with spectral norm on G's tagged layers too (BigGAN, FastGAN)
 
 
@@ -61,11 +61,13 @@ def test_interface(name):
     assert logits.shape == (n,)
     assert torch.allclose(logits, D.head(f), atol=1e-5)
 
-    # gradients reach G through D
+    # gradients reach G through D (a grown ProGAN: all but the toRGB layers of the lower levels, which are idle)
     G.train()
     D.train()
     D(G(z)).mean().backward()
-    assert all(p.grad is not None for p in G.parameters() if p.requires_grad)
+    idle = {f"to_rgb.{r}.weight" for r in getattr(G, "levels", ())[:-1]}
+    idle |= {n.replace(".weight", ".bias") for n in idle}
+    assert all(p.grad is not None for n, p in G.named_parameters() if p.requires_grad and n not in idle)
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -382,7 +382,8 @@ class ProGANDiscriminator(_Growing, DiscriminatorBase):
         ch = lambda r: progan_channels(r, width, channel_base, channel_max)  # noqa: E731
         self.mbstd_group = mbstd_group
         self._init_growth()
-        self.from_rgb = nn.ModuleDict({str(r): EqualizedConv2d(img_channels, ch(r), 1) for r in self.levels})
+        # in the order a grown D uses its layers: from_rgb[R] first
+        self.from_rgb = nn.ModuleDict({str(r): EqualizedConv2d(img_channels, ch(r), 1) for r in reversed(self.levels)})
         self.stages = nn.ModuleDict({str(r): DBlock(ch(r), ch(r // 2)) for r in reversed(self.levels[1:])})
         c4 = ch(4)
         self.conv4 = EqualizedConv2d(c4 + 1, c4, 3)
