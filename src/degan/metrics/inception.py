@@ -45,6 +45,11 @@ ENV_VAR = "DEGAN_INCEPTION"
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 #: Input side length of the network.
 INCEPTION_SIZE = 299
+#: Network backends of :class:`InceptionFeatures`.
+BACKENDS = ("auto", "eager", "torchscript")
+#: Images per forward piece on CPU: 16 ran fastest of 4-64 in ``benchmarks/metrics_throughput.py`` (cache-resident
+#: activations); on GPU the whole batch runs at once.
+CPU_MAX_BATCH = 16
 
 _HOW_TO_GET = (
     "Get the FID Inception weights (TF inception-2015-12-05, pool3, as TorchScript) with\n"
@@ -196,10 +201,23 @@ class InceptionFeatures(nn.Module):
 
     The module stays in eval mode (``train()`` is a no-op) and has no trainable parameters.
 
+    Backends (the TorchScript file is the weights source of both):
+
+    - ``"eager"``: :class:`~degan.metrics.inception_net.EagerFIDInception`, the same network as eager PyTorch with
+      the batch norms folded into the convolutions, run channels-last (about 1.5-2x the TorchScript speed on CPU;
+      ``benchmarks/metrics_throughput.py``). Built only after its features match the TorchScript network's within
+      1e-4 (max abs) on a fixed check input.
+    - ``"torchscript"``: the file's own graph.
+    - ``"auto"`` (default): eager when the check passes, else TorchScript.
+
+    On CPU, batches run in pieces of :data:`CPU_MAX_BATCH` images (smaller pieces stay in cache; measured in
+    ``benchmarks/metrics_throughput.py``); features do not depend on the piece size beyond float round-off.
+
     Args:
         path: weights file; ``None`` searches as :func:`find_inception_weights` does.
         resize: one of ``"bilinear"``, ``"bicubic"``, ``"nearest"``.
         device: device to load the network on (``"cpu"``, ``"cuda"``...).
+        backend: ``"auto"``, ``"eager"`` or ``"torchscript"``.
 
     Attributes:
         num_features: 2048.
@@ -207,18 +225,25 @@ class InceptionFeatures(nn.Module):
         sha256: hex sha256 of the weights file (compare with :data:`INCEPTION_SHA256`).
         resize: the resize method name.
         path: the weights file.
+        backend: the backend in use, ``"eager"`` or ``"torchscript"``.
+        backend_check: max abs feature difference eager vs TorchScript on the check input (None: not checked).
+        max_batch: images per forward piece; None (default) = :data:`CPU_MAX_BATCH` on CPU, the whole batch else.
 
     Raises:
-        DeganError: if the weights file is missing or is not a loadable TorchScript file.
-        ValueError: on an unknown ``resize``.
+        DeganError: if the weights file is missing or is not a loadable TorchScript file, or ``backend="eager"``
+            and the eager network does not match the file.
+        ValueError: on an unknown ``resize`` or ``backend``.
     """
 
     num_features = 2048
 
-    def __init__(self, path: str | os.PathLike | None = None, *, resize: str = "bilinear", device: str | torch.device = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike | None = None, *, resize: str = "bilinear",
+                 device: str | torch.device = "cpu", backend: str = "auto") -> None:
         super().__init__()
         if resize not in RESIZE_METHODS:
             raise ValueError(f"unknown resize {resize!r}; valid names are: {', '.join(sorted(RESIZE_METHODS))}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid names are: {', '.join(BACKENDS)}")
         self.path = find_inception_weights(path)
         self.sha256 = file_sha256(self.path)
         self.resize = resize
@@ -233,6 +258,17 @@ class InceptionFeatures(nn.Module):
         for p in net.parameters():
             p.requires_grad_(False)
         self.net = net
+        self.fast, self.backend, self.backend_check = None, "torchscript", None
+        if backend != "torchscript":
+            from .inception_net import build_eager_inception
+
+            fast, self.backend_check = build_eager_inception(net)
+            if fast is not None:
+                self.fast, self.backend = fast, "eager"
+            elif backend == "eager":
+                raise DeganError(f"the eager FID Inception network does not match {self.path} (max abs feature "
+                                 f"difference {self.backend_check:.3g} > 1e-4); use backend='torchscript'")
+        self.max_batch: int | None = None  # None: CPU_MAX_BATCH on CPU, the whole batch elsewhere
 
     def train(self, mode: bool = True) -> "InceptionFeatures":
         """Keep eval mode whatever ``mode`` is (the features must not depend on the caller's mode)."""
@@ -265,11 +301,16 @@ class InceptionFeatures(nn.Module):
         Raises:
             ValueError: if ``images`` is not a uint8 4-D tensor with 1 or 3 channels.
         """
+        step = self.max_batch or (CPU_MAX_BATCH if self.device.type == "cpu" else max(1, images.shape[0]))
+        if images.shape[0] > step:
+            return torch.cat([self(images[i:i + step]) for i in range(0, images.shape[0], step)])
         x = self.preprocess(images)
-        return self.net(x).reshape(x.shape[0], -1).float()
+        net = self.fast if self.fast is not None else self.net
+        return net(x).reshape(x.shape[0], -1).float()
 
     def extra_repr(self) -> str:
-        return f"name={self.name}, resize={self.resize}, sha256={self.sha256[:12]}..., path={self.path}"
+        return (f"name={self.name}, backend={self.backend}, resize={self.resize}, sha256={self.sha256[:12]}..., "
+                f"path={self.path}")
 
 
 # --------------------------------------------------------------------------------------------------
