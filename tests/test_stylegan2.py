@@ -223,6 +223,93 @@ def test_modulated_up_conv_matches_per_sample_reference():
         assert torch.allclose(out[n:n + 1], ref, atol=1e-5)
 
 
+# ---------------------------------------------------------------------------------------------- mixing, precision
+
+
+def test_style_mixing_cuts_per_sample():
+    G, _ = tiny(mixing_prob=1.0)
+    assert G.num_ws == 2 * 5 - 2
+    z = torch.randn(64, 32)
+    G.eval()
+    assert G.styles(z).shape == (64, G.w_dim)  # eval: no mixing, one w
+    G.train()
+    w_avg = G.w_avg.clone()
+    torch.manual_seed(3)
+    ws = G.styles(z)
+    w = G.mapping(z, update_w_avg=False)
+    assert ws.shape == (64, G.num_ws, G.w_dim)
+    cuts = []
+    for n in range(64):
+        same = [torch.allclose(ws[n, layer], w[n], atol=1e-6) for layer in range(G.num_ws)]
+        cut = same.index(False)  # layers before the cut keep w, all later ones share the second w
+        assert all(same[:cut]) and not any(same[cut:]) and 1 <= cut < G.num_ws
+        assert torch.allclose(ws[n, cut:], ws[n, cut:cut + 1].expand(G.num_ws - cut, -1))
+        cuts.append(cut)
+    assert len(set(cuts)) > 3  # the cut is drawn per sample
+    assert not torch.equal(G.w_avg, w_avg)  # the first w updates w_avg ...
+    G.mixing_prob = 0.0
+    assert G.styles(z).shape == (64, G.w_dim) and G.styles(z, broadcast=True).shape == (64, G.num_ws, G.w_dim)
+    G.mixing_prob = 0.5
+    torch.manual_seed(4)
+    ws = G.styles(z)
+    mixed = (ws[:, -1] - ws[:, 0]).abs().amax(dim=1) > 1e-6
+    assert 16 < int(mixed.sum()) < 48  # about half of the samples mix
+    assert G(z).shape == (64, 3, 32, 32)
+    with pytest.raises(ValueError, match="mixing_prob"):
+        tiny(mixing_prob=1.5)
+
+
+def test_reduced_precision_on_the_top_resolutions():
+    torch.manual_seed(0)
+    G32, D32 = tiny()
+    G16, D16 = tiny(num_fp16_res=2)
+    G16.load_state_dict(G32.state_dict())
+    D16.load_state_dict(D32.state_dict())
+    assert G16.fp16_resolution == 16 and D16.fp16_resolution == 16
+    assert [b.reduced_dtype for b in D16.blocks] == ["auto", "auto", "auto", None]  # fromRGB@32, 32, 16, 8
+    seen = {}
+    for blk, r in zip(G16.blocks, G16.block_resolutions):
+        blk.conv1.register_forward_hook(lambda m, i, o, r=r: seen.__setitem__(r, o.dtype))
+    for net in (G32, G16, D32, D16):
+        net.eval()
+    z = torch.randn(8, 32)
+    img32, img16 = G32(z), G16(z)
+    assert seen == {4: torch.float32, 8: torch.float32, 16: torch.bfloat16, 32: torch.bfloat16}
+    assert img16.dtype == torch.float32 and torch.isfinite(img16).all()
+    assert (img16 - img32).abs().max() < 0.1 and (img16 - img32).abs().mean() < 0.02
+    assert (img16 - img32).abs().max() > 0  # it did run in bfloat16
+    x = img32.detach()
+    with torch.no_grad():
+        l32, l16 = D32(x), D16(x)
+    assert l16.dtype == torch.float32 and torch.isfinite(l16).all()
+    assert torch.allclose(l16, l32, atol=0.05 * float(l32.abs().max()) + 1e-3)
+    # gradients flow through the reduced blocks in float32 parameters
+    D16.train()
+    G16.train()
+    D16(G16(z)).mean().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in G16.parameters())
+    assert G16.blocks[-1].conv1.conv.weight.grad.dtype == torch.float32
+    if not torch.cuda.is_available():
+        G, _ = tiny(num_fp16_res=1, reduced_dtype="fp16")
+        with pytest.raises(ValueError, match="CUDA"):
+            G(z)
+    with pytest.raises(ValueError, match="num_fp16_res"):
+        tiny(num_fp16_res=-1)
+
+
+def test_mbstd_group_option():
+    _, D = tiny(mbstd_group=2)
+    assert D.mbstd_group == 2 and D.config["mbstd_group"] == 2
+    x = torch.randn(4, 3, 32, 32)
+    D.eval()
+    _, D4 = tiny()
+    D4.load_state_dict(D.state_dict())
+    D4.eval()
+    assert not torch.allclose(D(x), D4(x))  # groups of 2 vs 4 give other std features
+    with pytest.raises(ValueError, match="mbstd_group"):
+        tiny(mbstd_group=0)
+
+
 # ---------------------------------------------------------------------------------------------- masks + equalised lr
 
 
@@ -410,7 +497,8 @@ def test_cli_train_stylegan2_tiny_no_nan(tmp_path, folder):
     assert "name: stylegan2" in out and "gamma: 0.5" in out and "ema_kimg: 10.0" in out
     outdir = tmp_path / "runs"
     _cli(["train", "--outdir", outdir, "--data", folder, *TINY_CLI, "--kimg", "0.032", "--snap", "0.032",
-          "--metrics", "none", "--r1-gamma", "1", "--set", "r1.interval=2", "--set", "train.log_kimg=0.008"])
+          "--metrics", "none", "--r1-gamma", "1", "--set", "r1.interval=2", "--set", "train.log_kimg=0.008",
+          "--set", "pl.weight=2", "--set", "pl.interval=2", "--set", "model.mixing_prob=0.9"])
     (run_dir,) = [d for d in outdir.iterdir() if not d.name.startswith(".")]
     stats = [json.loads(x) for x in (run_dir / "level_0" / "stats.jsonl").read_text().splitlines()]
     assert stats and all(math.isfinite(v) for s in stats for v in s.values() if isinstance(v, float))
@@ -420,6 +508,9 @@ def test_cli_train_stylegan2_tiny_no_nan(tmp_path, folder):
     ckpt = max((run_dir / "level_0" / "checkpoints").glob("*.pt"))
     state = torch.load(ckpt, weights_only=True)["state"]
     assert state["extras"]["r1"]["d_steps"] == 8
+    assert state["extras"]["pl"]["pl_mean"] > 0 and any(s["pl_penalty"] > 0 for s in stats)
+    assert state["opt_G"]["param_groups"][0]["lr"] == pytest.approx(0.002 * 2 / 3)  # lazy G phase: lr * c
+    assert state["opt_D"]["param_groups"][0]["lr"] == pytest.approx(0.002)
 
 
 @pytest.mark.slow  # ~1-2 min on 2 idle CPU cores: 25 iterations plus Inception features of 300 images

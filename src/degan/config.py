@@ -85,6 +85,11 @@ class ModelConfig:
             resolved when the run is prepared and written to the run folder's config. Only with ``conditional``.
         channel_base: StyleGAN2 only: channels at resolution r are ``min(channel_base / r, 512) * width``; None =
             the model's default (32768, StyleGAN2 config F; the TF code's ``fmap_base`` is half of it).
+        mixing_prob: families with a mapping network (StyleGAN2): probability of style mixing in G's training
+            forwards (paper 0.9); None = the model's default (0, off).
+        num_fp16_res: StyleGAN2: the top resolutions of G and D computed in reduced precision (bfloat16 on CPU,
+            float16 on CUDA; StyleGAN2-ADA uses 4); None = the model's default (0, float32 everywhere).
+        mbstd_group: StyleGAN2: minibatch-std group size of D; None = the model's default (4).
     """
 
     name: str = "sngan32"
@@ -94,6 +99,9 @@ class ModelConfig:
     conditional: bool = False
     num_classes: int | None = None
     channel_base: int | None = None
+    mixing_prob: float | None = None
+    num_fp16_res: int | None = None
+    mbstd_group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -401,6 +409,25 @@ class R1Config:
 
 
 @dataclass(frozen=True)
+class PLConfig:
+    """Path-length regularisation of G, a lazy phase of its own (see :mod:`degan.train.path_length`; StyleGAN2,
+    Karras et al. 2020, section 3.2 and Appendix B). Needs a generator with a mapping network (StyleGAN2).
+
+    Attributes:
+        weight: ``w_pl`` (StyleGAN2: 2); 0 = off.
+        decay: EMA rate of the target length per regularisation phase (StyleGAN2: 0.01).
+        batch_shrink: the phase runs on ``batch_G // batch_shrink`` latents (StyleGAN2: 2).
+        interval: a separate G optimizer step every this many G steps, loss scaled by it; G's Adam gets
+            ``lr * c`` and ``betas ** c`` with ``c = interval / (interval + 1)`` (StyleGAN2: 4).
+    """
+
+    weight: float = 0.0
+    decay: float = 0.01
+    batch_shrink: int = 2
+    interval: int = 4
+
+
+@dataclass(frozen=True)
 class ReconConfig:
     """Self-supervised reconstruction loss of a discriminator that has decoders (FastGAN, Liu et al., ICLR 2021,
     arXiv:2101.04775, Eq. 4; :mod:`degan.recon`). Models whose D has no decoders ignore it.
@@ -519,6 +546,7 @@ class RunConfig:
     dynamic: DynamicConfig = field(default_factory=DynamicConfig)
     lecam: LeCamConfig = field(default_factory=LeCamConfig)
     r1: R1Config = field(default_factory=R1Config)
+    pl: PLConfig = field(default_factory=PLConfig)
     recon: ReconConfig = field(default_factory=ReconConfig)
     grow: GrowConfig = field(default_factory=GrowConfig)
     gp: GPConfig = field(default_factory=GPConfig)
@@ -736,6 +764,49 @@ _CHOICES = {
 }
 
 
+def _validate_stylegan_options(cfg: RunConfig) -> None:
+    """Path-length regularisation and the StyleGAN2 model options: ranges, and a family that has them.
+
+    A family "has a mapping network" when its registered builder takes ``mapping_layers``.
+    """
+    import inspect
+
+    pl = cfg.pl
+    if not (pl.weight >= 0 and math.isfinite(pl.weight)):
+        raise ConfigError(f"pl.weight must be >= 0 (0 = off; StyleGAN2 2), got {pl.weight}")
+    if not 0.0 < pl.decay <= 1.0:
+        raise ConfigError(f"pl.decay must be in (0, 1] (StyleGAN2 0.01), got {pl.decay}")
+    if pl.batch_shrink < 1 or pl.interval < 1:
+        raise ConfigError(f"pl.batch_shrink and pl.interval must be >= 1 (StyleGAN2 2 and 4), got "
+                          f"{pl.batch_shrink} and {pl.interval}")
+    m = cfg.model
+    if m.mixing_prob is not None and not 0.0 <= m.mixing_prob <= 1.0:
+        raise ConfigError(f"model.mixing_prob must be in [0, 1] (StyleGAN2 0.9) or null, got {m.mixing_prob}")
+    if m.num_fp16_res is not None and m.num_fp16_res < 0:
+        raise ConfigError(f"model.num_fp16_res must be >= 0 (0 = float32) or null, got {m.num_fp16_res}")
+    if m.mbstd_group is not None and m.mbstd_group < 1:
+        raise ConfigError(f"model.mbstd_group must be >= 1 (StyleGAN2 4) or null, got {m.mbstd_group}")
+    wanted = {"pl.weight": "mapping_layers" if pl.weight > 0 else None,
+              "model.mixing_prob": "mixing_prob" if m.mixing_prob is not None else None,
+              "model.num_fp16_res": "num_fp16_res" if m.num_fp16_res is not None else None,
+              "model.mbstd_group": "mbstd_group" if m.mbstd_group is not None else None}
+    if not any(wanted.values()):
+        return
+    from .models import MODELS
+
+    if m.name not in MODELS.names():
+        return  # an unknown model is reported where the model is built, with the list of valid names
+    params = inspect.signature(MODELS.get(m.name)).parameters
+    for key, option in wanted.items():
+        if option is None or option in params:
+            continue
+        if key == "pl.weight":
+            raise ConfigError(f"pl.weight={pl.weight} (path-length regularisation) needs a generator with a mapping "
+                              f"network, and model {m.name!r} has none; use --model stylegan2 or set pl.weight=0")
+        raise ConfigError(f"{key} is a StyleGAN2 option and model {m.name!r} does not take it; remove it "
+                          f"(null) or use --model stylegan2")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check value ranges and choices that the types alone do not capture.
 
@@ -802,6 +873,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"r1.gamma must be >= 0 (0 = off), got {cfg.r1.gamma}")
     if cfg.r1.interval < 1:
         raise ConfigError(f"r1.interval must be >= 1 (lazy regularisation period in D steps), got {cfg.r1.interval}")
+    _validate_stylegan_options(cfg)
     if not (cfg.recon.weight >= 0 and math.isfinite(cfg.recon.weight)):
         raise ConfigError(f"recon.weight must be >= 0 (0 = off; FastGAN paper 1), got {cfg.recon.weight}")
     if not 0.0 < cfg.prune.rate < 1.0:
@@ -981,9 +1053,12 @@ PRESETS: dict[str, dict] = {
     },
     # StyleGAN2 + DiffAugment, 100-shot / few-shot at 256 px (SPEC §6; DiffAugment run_few_shot.py): config-F
     # channels, non-saturating loss + R1 gamma 10 (lazy, every 16 D steps), Adam 0.002 betas (0, 0.99), batch 16,
-    # 1 D step per G step, G EMA half-life 10 kimg, x-flips, 300 kimg, FID/KID on 5k samples vs all training images.
+    # 1 D step per G step, G EMA half-life 10 kimg, x-flips, 300 kimg, FID/KID on 5k samples vs all training images;
+    # the paper's 256 px recipe (SPEC §9): style mixing 0.9, path-length regularisation weight 2 (decay 0.01,
+    # batch / 2, a lazy G phase every 4 G steps with Adam's lr and betas scaled by c = 4/5).
     "stylegan2_fewshot": {
-        "model": {"name": "stylegan2", "width": 1.0, "spectral_norm": False},
+        "model": {"name": "stylegan2", "width": 1.0, "spectral_norm": False, "mixing_prob": 0.9},
+        "pl": {"weight": 2.0, "decay": 0.01, "batch_shrink": 2, "interval": 4},
         "data": {"resolution": 256, "mirror": True},
         "optim": {"lr_G": 0.002, "lr_D": 0.002, "beta1": 0.0, "beta2": 0.99, "eps": 1e-8},
         "train": {"batch_D": 16, "batch_G": 16, "n_dis": 1, "loss": "nonsaturating", "ema_kimg": 10.0,
@@ -1002,6 +1077,7 @@ PRESETS: dict[str, dict] = {
         "train": {"batch_D": 32, "batch_G": 32, "n_dis": 1, "loss": "nonsaturating", "ema_kimg": 1000.0,
                   "total_kimg": 25000, "snap_kimg": 500, "log_kimg": 10, "augment": "diffaug:color,translation,cutout"},
         "r1": {"gamma": 0.01, "interval": 16},
+        "pl": {"weight": 0.0},  # the ADA paper's cifar config: no path-length regularisation, no style mixing
         "eval": {"metrics": "fid_test,kid_test", "num_gen": 10000},
     },
 }

@@ -115,6 +115,9 @@ def model_kwargs(cfg: RunConfig) -> dict:
         kw["z_dim"] = cfg.model.z_dim
     if cfg.model.channel_base is not None:  # StyleGAN2's channel schedule (other models reject the option)
         kw["channel_base"] = cfg.model.channel_base
+    for key in ("mixing_prob", "num_fp16_res", "mbstd_group"):  # StyleGAN2 options, None = the model's default
+        if getattr(cfg.model, key) is not None:
+            kw[key] = getattr(cfg.model, key)
     if cfg.model.conditional:
         if cfg.model.num_classes is None:
             raise DeganError("model.num_classes is not resolved yet: a conditional config gets its class count from "

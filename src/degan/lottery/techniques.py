@@ -10,6 +10,7 @@ recon          ``recon.weight > 0`` and a model with decoders (FastGAN)    5    
 lecam          ``lecam.enabled``                                          10      -
 gp             ``train.loss=wgangp`` (WGAN-GP penalty + drift)             15      -
 r1             ``r1.gamma > 0``                                           20      -
+pl             ``pl.weight > 0`` (StyleGAN2 path length, lazy G phase)     22      -
 ada            an ADA ``train.augment`` pipeline                          30      30
 dynamic        ``dynamic.enabled`` (RG-GAN; builds the train state)       40      10
 kd             IMP levels >= 1 with ``prune.kd_weight > 0``               50      -
@@ -402,5 +403,6 @@ def save_dynamic_result(exp: Experiment, stage: StageLayout, state: TrainState, 
 from . import best as _best  # noqa: E402,F401  (registers the best-snapshot / early-stopping technique)
 from .. import recon as _recon  # noqa: E402,F401  (registers FastGAN's self-supervised reconstruction term)
 from . import early_bird as _early_bird  # noqa: E402,F401  (registers the early-bird ticket check)
+from ..train import path_length as _path_length  # noqa: E402,F401  (registers StyleGAN2's path-length phase)
 from ..train import grow as _grow  # noqa: E402,F401  (registers ProGAN's progressive growing schedule)
 from ..train import gp as _gp  # noqa: E402,F401  (registers the WGAN-GP gradient penalty and drift term)

@@ -1,7 +1,8 @@
 """THE training loop. New techniques arrive as objective terms or callbacks, never as copies of this loop.
 
-One iteration = ``n_dis`` D steps (each on ``batch_D`` reals and as many fakes) + one G step on ``batch_G`` fakes,
-then masks re-enforced, the EMA updated and callbacks run. With ``micro_batch`` smaller than a batch, each step runs
+One iteration = ``n_dis`` D steps (each on ``batch_D`` reals and as many fakes) + one G step on ``batch_G`` fakes
+(+ a lazy G regularisation step when the objective asks for one, :meth:`Trainer._g_reg_phase`), then masks
+re-enforced, the EMA updated and callbacks run. With ``micro_batch`` smaller than a batch, each step runs
 its batch in micro-batches and accumulates their gradients (weighted by their share) before the one optimizer step. Training stops once ``total_kimg`` thousand real images
 have been shown to D (#RI = ``cur_nimg``).
 """
@@ -221,11 +222,39 @@ class Trainer:
             sync_gradients(s, G, "G")
         s.opt_G.step()
         enforce_masks(G)
+        stats.update(g_stats)
+        stats.update(self._g_reg_phase(G, D))
         D.requires_grad_(True)
         ema_update(s.G_ema, G, self.ema_decay if s.step >= self.ema_start_step else None)
         s.step += 1
-        stats.update(g_stats)
         return stats
+
+    def _g_reg_phase(self, G, D) -> dict[str, float]:
+        """Lazy regularisation phase of G (StyleGAN2, Karras et al. 2020, Appendix B), run only when the objective
+        asks for one: ``objective.g_reg_batch(batch_G, step) = n > 0`` (e.g. path-length regularisation every 4 G
+        steps, :mod:`degan.train.path_length`) makes one separate ``opt_G`` step on ``objective.g_reg_loss`` over
+        n fresh latents (and labels) of the latent stream, in micro-batches like the main step. Objectives without
+        ``g_reg_batch`` draw nothing here, so training without such a term is unchanged."""
+        s = self.state
+        ask = getattr(self.objective, "g_reg_batch", None)
+        n = ask(self.batch_G, s.step) if ask is not None else 0
+        if not n:
+            return {}
+        z = self.latents(n)
+        gen_c = self.fake_labels(n)
+
+        def reg_loss(part):
+            sl = slice(None) if part is None else part
+            labels = {} if gen_c is None else {"c": gen_c[sl]}
+            return self.objective.g_reg_loss(G, D, z[sl], self._aug_gen(), **labels)
+
+        s.opt_G.zero_grad(set_to_none=True)
+        reg_stats = self._backward(reg_loss, n, "loss_G_reg")
+        if self.sync:
+            sync_gradients(s, G, "G")
+        s.opt_G.step()
+        enforce_masks(G)
+        return reg_stats
 
     # -- the loop -----------------------------------------------------------------------------------------------------
     def run(self) -> TrainState:

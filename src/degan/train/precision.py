@@ -127,8 +127,8 @@ def _scaled(loss: Tensor, scale: float) -> Tensor:
 
 
 class ScaledLossObjective(ObjectiveWrapper):
-    """Multiplies the gradients of the D and G losses by their scaler's scale (fp16 loss scaling); values and stats
-    unchanged."""
+    """Multiplies the gradients of the D and G losses (and of a lazy G regularisation phase) by their scaler's scale
+    (fp16 loss scaling); values and stats unchanged."""
 
     def __init__(self, objective: Any, precision: "Precision") -> None:
         super().__init__(objective)
@@ -140,6 +140,11 @@ class ScaledLossObjective(ObjectiveWrapper):
 
     def g_loss(self, G, D, z, generator=None, **kw):
         loss, stats = self.objective.g_loss(G, D, z, generator, **kw)
+        return _scaled(loss, self.precision.scalers["G"].scale), stats
+
+    def g_reg_loss(self, G, D, z, generator=None, **kw):
+        """The lazy G regularisation phase's loss (path length), scaled with G's scaler like ``g_loss``."""
+        loss, stats = self.objective.g_reg_loss(G, D, z, generator, **kw)
         return _scaled(loss, self.precision.scalers["G"].scale), stats
 
 
