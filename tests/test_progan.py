@@ -286,6 +286,14 @@ def test_train_grows_through_the_levels_from_the_cli(tmp_path):
     assert all(math.isfinite(s["gp_penalty"]) and math.isfinite(s["drift"]) for s in stats)
     done = json.loads((stage / "done.json").read_text())
     assert done["grow"]["final_level"] == {"resolution": 16, "alpha": 1.0} and done["wgangp"]["weight"] == 10.0
+    # FLOPs follow the growth: the meter measured the final level, and the total is below 20 iterations of it
+    G16, D16 = create_model("progan", **TINY)
+    from degan.costs import TOTAL_KEY, layer_macs
+
+    costs = done["costs"]
+    assert costs["macs_forward_G"] == layer_macs(G16, torch.zeros(1, 16))[TOTAL_KEY]
+    assert costs["macs_forward_D"] == layer_macs(D16, torch.zeros(1, 3, 16, 16))[TOTAL_KEY]
+    assert costs["iterations"] == 20 and costs["train_flops_dense"] < 20 * costs["flops_per_iter_dense"]
     assert (stage / "samples" / "fakes_latest.png").is_file()
     G = load_generator(StageLayout(stage))
     assert G.growth == (16, 1.0) and G(torch.randn(2, 16)).shape == (2, 3, 16, 16)

@@ -133,6 +133,11 @@ def _dummy_inputs(G: nn.Module, D: nn.Module, z_dim: int, image_shape: tuple[int
     return (z,), g_kw, (img,), d_kw
 
 
+def _cost_state(state) -> tuple:
+    """``(G.cost_state, D.cost_state)`` of a train state (None for networks whose cost is fixed)."""
+    return getattr(state.G, "cost_state", None), getattr(state.D, "cost_state", None)
+
+
 class FlopsMeter(Callback):
     """Trainer callback accumulating training FLOPs, dense and sparse-effective, under :data:`FLOPS_CONVENTION`.
 
@@ -143,6 +148,10 @@ class FlopsMeter(Callback):
     :class:`~degan.pruning.WeightMask` buffers and dynamic masks with ``kept_fraction()``) are re-read at start and
     after every ``refresh_every`` iterations, so masks changed during training (dynamic pruning) are followed with
     that delay; the figure of an iteration uses the fractions of the last refresh before it.
+
+    Networks whose per-sample cost changes during training expose a hashable ``cost_state`` (ProGAN: the growth level
+    and whether it is fading in); when the state's G or D reports a new one after an iteration, that iteration is
+    still counted at the old figures and the MACs are measured again for the next ones.
 
     One meter covers one training stage (one Trainer run and its resumes): to resume, save :meth:`state_dict` with
     the checkpoint and call :meth:`load_state_dict` on a fresh meter before ``Trainer.run``.
@@ -182,6 +191,13 @@ class FlopsMeter(Callback):
                 "iterations from now on; save meter.state_dict() with the checkpoint and load it on resume",
                 stacklevel=2,
             )
+        self.measure(trainer)
+        self._started = True
+
+    def measure(self, trainer) -> None:
+        """Measure the per-sample forward MACs of the state's G and D now and recompute the per-iteration figures."""
+        s = trainer.state
+        self._measured_state = _cost_state(s)
         device = next((p.device for p in s.G.parameters()), torch.device("cpu"))
         g_args, g_kw, d_args, d_kw = _dummy_inputs(s.G, s.D, trainer.z_dim, tuple(trainer.images.shape[1:]), device)
         self.macs_G = layer_macs(s.G, *g_args, **g_kw)
@@ -193,7 +209,6 @@ class FlopsMeter(Callback):
         self.flops_per_iter_dense = 2 * (self._coef_G * self.macs_G[TOTAL_KEY]
                                          + self._coef_D * self.macs_D[TOTAL_KEY])
         self.refresh(trainer)
-        self._started = True
 
     def on_step_end(self, trainer, stats: dict[str, float]) -> None:
         """Add this iteration's FLOPs; re-read the kept fractions every ``refresh_every`` iterations."""
@@ -203,7 +218,9 @@ class FlopsMeter(Callback):
         self.train_flops_dense += self.flops_per_iter_dense
         self.train_flops_effective += self.flops_per_iter_effective
         self.real_images = int(trainer.state.cur_nimg)
-        if self.iterations % self.refresh_every == 0:
+        if _cost_state(trainer.state) != self._measured_state:
+            self.measure(trainer)
+        elif self.iterations % self.refresh_every == 0:
             self.refresh(trainer)
 
     # -- figures -------------------------------------------------------------------------------------------------------

@@ -259,6 +259,12 @@ class _Growing:
         return int(self.grow_resolution), float(self.grow_alpha)
 
     @property
+    def cost_state(self) -> tuple[int, bool]:
+        """``(r, fading)``: what the per-sample cost depends on (read by :class:`degan.costs.FlopsMeter`)."""
+        res, alpha = self.growth
+        return res, alpha < 1.0
+
+    @property
     def levels(self) -> tuple[int, ...]:
         """The resolutions this network can run at: 4, 8, ..., R."""
         return tuple(2 ** k for k in range(2, int(math.log2(self.resolution)) + 1))
