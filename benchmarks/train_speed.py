@@ -18,6 +18,18 @@ model FLOPs per iteration = 2 x MACs (degan.costs.layer_macs, batch 1, scaled by
 backward ~ 2 x forward) for every pass that back-propagates, x 1 for G's no-grad pass in the D step (AdvAug's extra
 PGD passes and RG-GAN's threshold work are not counted: MFU counts useful model FLOPs only).
 
+StyleGAN2 reference comparison (CPU, issue 15): :func:`compare_stylegan2` times degan's StyleGAN2 step (the real
+``Trainer``) against a plain PyTorch StyleGAN2 step written in this file the way the released StyleGAN2(-ADA)
+PyTorch code runs without its custom ops (:func:`_sg2_reference_nets`: transposed conv + FIR up-sampling, FIR +
+stride-2 down-sampling, upfirdn2d by zero insertion + pad + depthwise 4x4 conv), at 32 px, channel base 4096, 8
+mapping layers, z 512, batch 16, fp32, non-saturating loss, no regularisers; interleaved pairs (reference, degan)
+x ``--sg2-rounds`` (5) of ``--sg2-iters`` (1) iterations each, after one warm-up iteration of each; medians;
+ratio = reference / degan (target >= 1.0), also per pair (``pair_ratios``, ``median_pair_ratio``). The result goes under the key
+``stylegan2_reference_comparison``; ``--stylegan2-only`` updates just that key of the existing JSON:
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=src python benchmarks/train_speed.py --device cpu --threads 1 \
+        --stylegan2-only
+
 Models whose name is not registered (e.g. ``biggan``, ``stylegan2`` while they are being written) are skipped with a
 note in the JSON. Writes ``benchmarks/results/train_speed_<device>.json``.
 
@@ -171,6 +183,238 @@ def matmul_peak(device: str, dtype: torch.dtype, threads: int | None, quick: boo
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# StyleGAN2: degan's step against a plain PyTorch step written here the way the released StyleGAN2(-ADA) PyTorch code
+# runs on CPU (its pure-PyTorch fallback, no custom ops): upfirdn2d as zero insertion by reshape + pad + a 4x4
+# depthwise conv (+ slicing to down-sample), modulation as input scaling + shared conv + demodulation scaling in
+# training, the up-sampling conv as stride-2 transposed conv + FIR, the down-sampling conv as FIR + stride-2 conv.
+
+
+def _sg2_reference_nets(resolution: int, z_dim: int, mapping_layers: int, channel_base: int, channel_max: int = 512):
+    """A plain StyleGAN2 G and D (config F layout, skip G / residual D, equalised lr) as nn.Modules."""
+    import math
+
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    f1 = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    fir = torch.outer(f1, f1) / f1.sum() ** 2
+
+    def upfirdn(x, up=1, down=1, pad=(0, 0), gain=1.0):
+        n, c, h, w = x.shape
+        if up > 1:  # zero insertion by reshape + pad
+            x = x.reshape(n, c, h, 1, w, 1)
+            x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+            x = x.reshape(n, c, h * up, w * up)
+        x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
+        x = F.conv2d(x, (fir * gain).to(x.dtype).expand(c, 1, 4, 4), groups=c)
+        return x[:, :, ::down, ::down] if down > 1 else x
+
+    def act(x):
+        return F.leaky_relu(x, 0.2) * math.sqrt(2)
+
+    class FC(nn.Module):
+        def __init__(self, i, o, lr_mul=1.0, bias_init=0.0, activation=False):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(o, i) / lr_mul)
+            self.bias = nn.Parameter(torch.full([o], float(bias_init)))
+            self.gain, self.lr_mul, self.activation = lr_mul / math.sqrt(i), lr_mul, activation
+
+        def forward(self, x):
+            y = F.linear(x, self.weight * self.gain, self.bias * self.lr_mul)
+            return act(y) if self.activation else y
+
+    class ModConv(nn.Module):
+        def __init__(self, i, o, w_dim, k, demod=True, up=False, res=4, noise=True, activation=True):
+            super().__init__()
+            self.affine = FC(w_dim, i, bias_init=1.0)
+            self.weight = nn.Parameter(torch.randn(o, i, k, k))
+            self.bias = nn.Parameter(torch.zeros(o))
+            self.noise_strength = nn.Parameter(torch.zeros([])) if noise else None
+            self.gain, self.demod, self.up, self.res, self.k, self.activation = (
+                1 / math.sqrt(i * k * k), demod, up, res, k, activation)
+
+        def forward(self, x, w):
+            s = self.affine(w)
+            wt = self.weight * self.gain
+            x = x * s[:, :, None, None]
+            if self.up:
+                x = F.conv_transpose2d(x, wt.transpose(0, 1).flip(2, 3), stride=2)
+                x = upfirdn(x, pad=(1, 1), gain=4.0)
+            else:
+                x = F.conv2d(x, wt, padding=self.k // 2)
+            if self.demod:
+                d = (s.square() @ wt.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()
+                x = x * d[:, :, None, None]
+            if self.noise_strength is not None:
+                x = x + torch.randn(x.shape[0], 1, self.res, self.res) * self.noise_strength
+            x = x + self.bias[None, :, None, None]
+            return act(x) if self.activation else x
+
+    ch = lambda r: min(channel_base // r, channel_max)  # noqa: E731
+    res = [2 ** k for k in range(2, int(math.log2(resolution)) + 1)]
+
+    class G(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.z_dim = z_dim
+            self.mapping = nn.Sequential(*[FC(z_dim, z_dim, lr_mul=0.01, activation=True)
+                                           for _ in range(mapping_layers)])
+            self.const = nn.Parameter(torch.randn(ch(4), 4, 4))
+            self.convs, self.torgbs = nn.ModuleList(), nn.ModuleList()
+            for r in res:
+                if r > 4:
+                    self.convs.append(ModConv(ch(r // 2), ch(r), z_dim, 3, up=True, res=r))
+                self.convs.append(ModConv(ch(r), ch(r), z_dim, 3, res=r))
+                self.torgbs.append(ModConv(ch(r), 3, z_dim, 1, demod=False, noise=False, activation=False))
+
+        def forward(self, z):
+            x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+            w = self.mapping(x)
+            x = self.const[None].repeat(z.shape[0], 1, 1, 1)
+            img, ci = None, 0
+            for bi, r in enumerate(res):
+                for _ in range(1 if r == 4 else 2):
+                    x = self.convs[ci](x, w)
+                    ci += 1
+                y = self.torgbs[bi](x, w)
+                img = y if img is None else upfirdn(img, up=2, pad=(2, 1), gain=4.0) + y
+            return img
+
+    class Conv(nn.Module):
+        def __init__(self, i, o, k, bias=True, activation=True, down=False, gain=1.0):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(o, i, k, k))
+            self.bias = nn.Parameter(torch.zeros(o)) if bias else None
+            self.wg, self.k, self.activation, self.down, self.gain = 1 / math.sqrt(i * k * k), k, activation, down, gain
+
+        def forward(self, x):
+            wt = self.weight * self.wg
+            if self.down and self.k == 1:
+                x = F.conv2d(upfirdn(x, down=2, pad=(1, 1)), wt, self.bias)
+            elif self.down:
+                x = F.conv2d(upfirdn(x, pad=(2, 2)), wt, self.bias, stride=2)
+            else:
+                x = F.conv2d(x, wt, self.bias, padding=self.k // 2)
+            x = act(x) if self.activation else x
+            return x * self.gain
+
+    class DBlock(nn.Module):
+        def __init__(self, i, o):
+            super().__init__()
+            self.conv0 = Conv(i, i, 3)
+            self.conv1 = Conv(i, o, 3, down=True, gain=math.sqrt(0.5))
+            self.skip = Conv(i, o, 1, bias=False, activation=False, down=True, gain=math.sqrt(0.5))
+
+        def forward(self, x):
+            return self.skip(x) + self.conv1(self.conv0(x))
+
+    class D(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fromrgb = Conv(3, ch(resolution), 1)
+            self.blocks = nn.Sequential(*[DBlock(ch(r), ch(r // 2)) for r in reversed(res[1:])])
+            self.conv = Conv(ch(4) + 1, ch(4), 3)
+            self.fc = FC(ch(4) * 16, ch(4), activation=True)
+            self.out = FC(ch(4), 1)
+
+        def forward(self, img):
+            x = self.blocks(self.fromrgb(img))
+            n, c, h, w = x.shape
+            g = min(4, n)
+            y = x.reshape(g, -1, c, h, w)
+            y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+            y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+            x = self.conv(torch.cat([x, y], 1))
+            return self.out(self.fc(x.flatten(1))).squeeze(1)
+
+    return G(), D()
+
+
+def _sg2_reference_step(G, D, G_ema, opt_G, opt_D, images, batch: int, gen: torch.Generator) -> None:
+    """One D step + one G step (non-saturating loss, no regularisers, no augmentation) + EMA (0.999)."""
+    import torch.nn.functional as F
+
+    real = images[torch.randint(0, images.shape[0], (batch,), generator=gen)].float() / 127.5 - 1
+    D.requires_grad_(True)
+    G.requires_grad_(False)
+    with torch.no_grad():
+        fake = G(torch.randn(batch, G.z_dim, generator=gen))
+    loss = F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
+    opt_D.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_D.step()
+    G.requires_grad_(True)
+    D.requires_grad_(False)
+    loss = F.softplus(-D(G(torch.randn(batch, G.z_dim, generator=gen)))).mean()
+    opt_G.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_G.step()
+    D.requires_grad_(True)
+    with torch.no_grad():
+        for pe, p in zip(G_ema.parameters(), G.parameters()):
+            pe.lerp_(p, 1 - 0.999)
+
+
+def compare_stylegan2(resolution: int = 32, channel_base: int = 4096, mapping_layers: int = 8, z_dim: int = 512,
+                      batch: int = 16, iters: int = 1, warmup: int = 1, rounds: int = 5) -> dict:
+    """Interleaved timing of the plain reference StyleGAN2 step and degan's (`Trainer`, same settings: fp32,
+    non-saturating loss, Adam 0.002 betas (0, 0.99), EMA 0.999, no augmentation, no R1 / PL / mixing, random noise):
+    ``rounds`` pairs, reference then degan, ``iters`` iterations each; medians of ms per iteration and the ratio
+    reference / degan (>= 1.0: degan at least as fast)."""
+    import copy
+
+    from degan.losses import GANObjective
+    from degan.models import create_model
+    from degan.train import Trainer, make_state
+
+    images = torch.randint(0, 256, (256, 3, resolution, resolution), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    rG, rD = _sg2_reference_nets(resolution, z_dim, mapping_layers, channel_base)
+    rG_ema = copy.deepcopy(rG).requires_grad_(False)
+    r_opt_G = torch.optim.Adam(rG.parameters(), lr=0.002, betas=(0.0, 0.99))
+    r_opt_D = torch.optim.Adam(rD.parameters(), lr=0.002, betas=(0.0, 0.99))
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    G, D = create_model("stylegan2", resolution=resolution, channel_base=channel_base,
+                        mapping_layers=mapping_layers, z_dim=z_dim)
+    n_ref = sum(p.numel() for p in rG.parameters()) + sum(p.numel() for p in rD.parameters())
+    n_degan = sum(p.numel() for p in G.parameters()) + sum(p.numel() for p in D.parameters())
+    state = make_state(G, D, lr_G=0.002, lr_D=0.002, betas=(0.0, 0.99))
+    trainer = Trainer(state, images, GANObjective("nonsaturating"), total_kimg=0.0, batch_D=batch, batch_G=batch,
+                      n_dis=1, ema_decay=0.999)
+
+    def ref_ms(n):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            _sg2_reference_step(rG, rD, rG_ema, r_opt_G, r_opt_D, images, batch, gen)
+        return (time.perf_counter() - t0) / n * 1000
+
+    def degan_ms(n):
+        trainer.total_nimg = state.cur_nimg + batch * n
+        t0 = time.perf_counter()
+        trainer.run()
+        return (time.perf_counter() - t0) / n * 1000
+
+    ref_ms(warmup)
+    degan_ms(warmup)
+    ref, ours = [], []
+    for _ in range(rounds):
+        ref.append(ref_ms(iters))
+        ours.append(degan_ms(iters))
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    pair_ratios = [r / o for r, o in zip(ref, ours)]
+    return {"model": "stylegan2", "resolution": resolution, "channel_base": channel_base,
+            "mapping_layers": mapping_layers, "z_dim": z_dim, "batch": batch, "precision": "fp32",
+            "iters_per_round": iters, "rounds": rounds, "params_reference": n_ref, "params_degan": n_degan,
+            "reference_ms_per_iter": med(ref), "degan_ms_per_iter": med(ours), "reference_runs_ms": ref,
+            "degan_runs_ms": ours, "pair_ratios": pair_ratios, "median_pair_ratio": med(pair_ratios),
+            "speedup_degan_vs_reference": med(ref) / med(ours), "target_speedup": 1.0,
+            "within_target": med(ref) / med(ours) >= 1.0, "torch_threads": torch.get_num_threads(),
+            "load_average_1min_at_end": os.getloadavg()[0]}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # orchestration
 
 
@@ -202,6 +446,12 @@ def main() -> None:
                     help="2 iterations, 1 warm-up, one small config: checks that everything runs (numbers meaningless)")
     ap.add_argument("--reference-batch", type=int, default=64, help="batch of the reference SNGAN comparison")
     ap.add_argument("--reference-rounds", type=int, default=3, help="alternating rounds of the reference comparison")
+    ap.add_argument("--no-stylegan2-reference", action="store_true",
+                    help="skip the StyleGAN2 comparison against the plain reference step (CPU)")
+    ap.add_argument("--stylegan2-only", action="store_true",
+                    help="run only the StyleGAN2 comparison and update its key in the existing JSON")
+    ap.add_argument("--sg2-rounds", type=int, default=5, help="interleaved (reference, degan) pairs")
+    ap.add_argument("--sg2-iters", type=int, default=1, help="iterations per timing of the StyleGAN2 comparison")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -212,6 +462,19 @@ def main() -> None:
     from degan.models import list_models
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.stylegan2_only:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        sg2 = (compare_stylegan2(iters=1, warmup=1, rounds=1, batch=4) if args.quick
+               else compare_stylegan2(iters=args.sg2_iters, rounds=args.sg2_rounds))
+        path = args.out or HERE / "results" / f"train_speed_{device}{'_quick' if args.quick else ''}.json"
+        out = json.loads(path.read_text()) if path.is_file() else {"benchmark": "train_speed", "device": device}
+        out["stylegan2_reference_comparison"] = sg2
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in sg2.items() if not k.endswith("_ms") and k != "pair_ratios"}, indent=1))
+        print(f"wrote {path}")
+        return
     registered = set(list_models())
     suite = CPU_SUITE if device == "cpu" else GPU_SUITE
     if args.suite:
@@ -279,11 +542,16 @@ def main() -> None:
         reference = (compare("sngan32", 32, 0.25, 8, 1, iters=2, warmup=1, rounds=1) if args.quick
                      else compare("sngan32", 32, 1.0, args.reference_batch, 1, iters=args.iters, warmup=args.warmup,
                              rounds=args.reference_rounds))
+    sg2 = None
+    if not args.no_stylegan2_reference and device == "cpu" and "stylegan2" in registered:
+        sg2 = (compare_stylegan2(iters=1, warmup=1, rounds=1, batch=4) if args.quick
+               else compare_stylegan2(iters=args.sg2_iters, rounds=args.sg2_rounds))
     out = {"benchmark": "train_speed", "device": device,
            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
            "quick": args.quick, "iters": args.iters, "warmup": args.warmup, "augment": AUGMENT,
            "matmul_peak_flops": peaks, "results": results, "overheads": overheads,
-           "option_speedups": options_speedup, "reference_comparison": reference, "notes": notes,
+           "option_speedups": options_speedup, "reference_comparison": reference,
+           "stylegan2_reference_comparison": sg2, "notes": notes,
            "torch_version": torch.__version__, "torch_threads": args.threads or torch.get_num_threads(),
            "cpu_count": os.cpu_count(), "load_average_1min_at_end": os.getloadavg()[0],
            "python": platform.python_version()}
