@@ -9,6 +9,10 @@ class DataError(DeganError, ValueError):
     """The data is missing, empty, unreadable, or the subset request is impossible."""
 
 
+class SplitUnavailableError(DataError):
+    """The data source has no such split (an image folder, a zip or ``faces100`` have only ``train``)."""
+
+
 class ConfigError(DeganError, ValueError):
     """A config key or value is unknown or invalid."""
 

@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from degan.errors import DataError
+from degan.errors import DataError, SplitUnavailableError
 from degan.registry import Registry
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
@@ -159,7 +159,8 @@ def detect_format(path: Path) -> Reader:
 def _check_split(split: str, allowed: Iterable[str], what: str) -> None:
     allowed = tuple(allowed)
     if split not in allowed:
-        raise DataError(f"split {split!r} is not available for {what}; choose one of {', '.join(allowed)}")
+        raise SplitUnavailableError(f"split {split!r} is not available for {what}; choose one of "
+                                    f"{', '.join(allowed)}")
 
 
 def _has_ext(name: str) -> bool:

@@ -372,6 +372,50 @@ def grid_inputs(G: nn.Module, seed: int, per_class: int = 8, max_classes: int = 
     return torch.randn(c.shape[0], G.z_dim, generator=gen), c, per_class
 
 
+def test_reference(exp: Experiment, extractor) -> tuple[torch.Tensor, dict]:
+    """The ``_test`` reference images of a run and their cache key.
+
+    The source's ``test`` split where it has one (CIFAR, Fashion-MNIST, npz with ``x_test``). A source with one
+    split (an image folder, a zip, ``faces100``) gives the images of its training split *outside* the run's subset
+    instead: ``--subset 0.85`` trains on 85 % of a folder and ``kid_test`` compares with the other 15 %, images G
+    never saw (logged once; the key's split is ``heldout``).
+
+    Raises:
+        DataError: a one-split source used whole (no image is held out): train on a subset (``--subset 0.85``) or
+            use ``_train`` metrics.
+    """
+    from ..errors import DataError, SplitUnavailableError
+    from ..metrics import make_reference_key, subset_hash
+
+    cfg = exp.cfg
+    did = dataset_id(cfg.data.source, cfg.data.background)
+    kw = dict(resolution=cfg.data.resolution, channels=cfg.data.channels, resize=cfg.data.resize,
+              background=cfg.data.background)
+    try:
+        test = load_dataset(cfg.data.source, split="test", **kw)
+    except SplitUnavailableError:
+        pass
+    else:
+        return test.images, make_reference_key(dataset=did, split="test", subset="all", resolution=cfg.data.resolution,
+                                               channels=cfg.data.channels, data_resize=cfg.data.resize,
+                                               extractor=extractor)
+    full = load_dataset(cfg.data.source, **kw)
+    keep = np.ones(len(full.images), dtype=bool)
+    keep[exp.indices] = False
+    held = np.flatnonzero(keep)
+    if len(held) < 2:
+        raise DataError(f"{cfg.data.source} has no test split and the run trains on all of its {len(full.images)} "
+                        f"images, so nothing is held out for _test metrics; train on a subset (e.g. --subset 0.85: "
+                        f"the other 15 % become the _test reference) or use _train metrics")
+    if not getattr(exp, "_heldout_logged", False):
+        exp.log(f"[degan] _test reference: the {len(held)} images of {cfg.data.source} outside the training subset "
+                f"(held out; never shown to D)")
+        exp._heldout_logged = True
+    return torch.from_numpy(np.ascontiguousarray(full.images[held])), make_reference_key(
+        dataset=did, split="heldout", subset=subset_hash(held), resolution=cfg.data.resolution,
+        channels=cfg.data.channels, data_resize=cfg.data.resize, extractor=extractor)
+
+
 def evaluate_generator(exp: Experiment, G_ema: nn.Module, metrics: list[str], num_gen: int,
                        progress: bool = False) -> list[dict]:
     """Run the named metric protocols on ``G_ema`` against the run's references (train subset / test split)."""
@@ -384,11 +428,7 @@ def evaluate_generator(exp: Experiment, G_ema: nn.Module, metrics: list[str], nu
         dataset=did, split="train", subset=subset_hash(exp.indices), resolution=cfg.data.resolution,
         channels=cfg.data.channels, data_resize=cfg.data.resize, extractor=extractor))}
     if any(m.endswith("_test") for m in metrics):
-        test = load_dataset(cfg.data.source, resolution=cfg.data.resolution, channels=cfg.data.channels,
-                            resize=cfg.data.resize, split="test", background=cfg.data.background)
-        refs["test"] = (test.images, make_reference_key(
-            dataset=did, split="test", subset="all", resolution=cfg.data.resolution, channels=cfg.data.channels,
-            data_resize=cfg.data.resize, extractor=extractor))
+        refs["test"] = test_reference(exp, extractor)
     cache = RealFeatureCache(resolve_cache_dir(cfg.eval.cache_dir) / "reference-features")
     return evaluate(sample_fn_for(G_ema.eval(), cfg.eval.seed, exp.device), metrics, refs, num_gen=num_gen,
                     extractor=extractor, cache=cache, batch_size=cfg.eval.batch_size,
