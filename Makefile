@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast example-folders clean
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,12 @@ test: $(STAMP)
 		|| echo "note: could not install chromium; the HTML report rendering test will be skipped"; fi
 	$(BIN)/python -m pytest -q
 
+# two real PNG folders (109 emoji faces, 258 flags) from the npm registry, for the README's "your own folder"
+example-folders: $(STAMP)
+	$(BIN)/python scripts/example_folders.py --dest examples
+
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) runs build examples src/*.egg-info .pytest_cache

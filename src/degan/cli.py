@@ -229,13 +229,40 @@ def split_lecam(augment: str | None) -> tuple[str, bool] | None:
     return (m.group(1) or "none"), True
 
 
-def _resolve(kw: dict, default_model: str = "dcgan") -> RunConfig:
+def _resolve(kw: dict, default_model: str = "dcgan", base: dict | None = None) -> RunConfig:
     preset = kw.get("preset") or (kw.get("model") or default_model)
     if preset not in PRESETS:
         preset = None
     if kw.get("subset") is not None and kw["subset"].lower() in ("all", "none", "1", "1.0"):
         kw["subset"] = None
-    return resolve(preset, kw.get("config_file"), kw.get("sets") or (), _overrides(kw))
+    return resolve(preset, kw.get("config_file"), kw.get("sets") or (), _overrides(kw), base=base)
+
+
+def _recipe(kw: dict, mode: str) -> tuple[dict | None, list[str]]:
+    """The recipe's settings and its printed reasons for ``degan train`` (:mod:`degan.recipe`): only with
+    ``mode="auto"``, no ``--preset``/``--model``/``--config``, and a folder or zip as the data."""
+    if mode == "none" or kw.get("preset") or kw.get("model") or kw.get("config_file") or kw.get("ticket"):
+        return None, []
+    from .config import deep_merge, parse_set
+    from .recipe import choose, inspect_source
+
+    given = _overrides(kw)
+    for item in kw.get("sets") or ():
+        given = deep_merge(given, parse_set(item))
+    given = {k: v for k, v in given.items() if v}
+    if "name" in (given.get("model") or {}):
+        return None, []
+    source = (given.get("data") or {}).get("source") or RunConfig().data.source
+    summary = inspect_source(source)
+    if summary is None:
+        return None, []
+    device = str((given.get("train") or {}).get("device") or "auto")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    rec = choose(summary, device, given)
+    return rec.settings, rec.lines(summary, device)
 
 
 def _show(cfg: RunConfig, kind: str, outdir: str) -> None:
@@ -349,9 +376,15 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
               help="RG-GAN: prune during training with learned per-channel thresholds (dynamic.* for details)")
 @click.option("--regen-every", type=float, default=None,
               help="RG-GAN augmented regeneration: check dynamic.regen_metric every this many kimg  [default: off]")
+@click.option("--recipe", type=click.Choice(["auto", "none"]), default="auto",
+              help="auto: with no --preset/--model/--config, a folder or zip gets settings chosen from its size and "
+                   "the machine (printed with reasons; flags override them); none: the dcgan preset  [default: auto]")
 @handle_errors
 def train(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) -> None:
-    """Train one GAN (dense, a ticket with --ticket, or RG-GAN with --dynamic-prune), evaluate G_ema, report."""
+    """Train one GAN (dense, a ticket with --ticket, or RG-GAN with --dynamic-prune), evaluate G_ema, report.
+
+    With only --data DIR (a folder or zip of your images), the recipe picks the family, size, length, augmentation
+    and evaluation for about 30 minutes on 2 CPU cores and prints why (see degan.recipe)."""
     sets = list(kw.get("sets") or ())
     if kw.pop("dynamic_prune", False):
         sets.insert(0, "dynamic.enabled=true")
@@ -359,7 +392,10 @@ def train(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) 
     if regen is not None:
         sets.append(f"dynamic.regen_every_kimg={regen}")
     kw["sets"] = tuple(sets)
-    cfg = _resolve(kw)
+    base, lines = _recipe(kw, kw.pop("recipe", "auto"))
+    cfg = _resolve(kw, base=base)
+    for line in lines:
+        click.echo(line, err=True)
     if dry_run:
         _show(cfg, "train", outdir)
         return

@@ -1136,14 +1136,15 @@ PRESETS["progan"] = {k: ({kk: vv for kk, vv in v.items() if kk != "resolution"} 
 
 
 def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str, ...] | list[str] = (),
-            overrides: dict | None = None) -> RunConfig:
-    """Resolve a config: defaults -> preset -> file -> ``--set key=value`` pairs -> explicit overrides.
+            overrides: dict | None = None, base: dict | None = None) -> RunConfig:
+    """Resolve a config: defaults -> preset -> base -> file -> ``--set key=value`` pairs -> explicit overrides.
 
     Args:
         preset: a name in :data:`PRESETS` or None.
         file: a YAML/JSON file with a nested mapping.
         sets: ``"section.key=value"`` strings, values parsed as YAML.
         overrides: nested dict applied last (the CLI flags).
+        base: nested dict applied right after the preset (the recipe of :mod:`degan.recipe`).
 
     Raises:
         ConfigError: unknown preset, key or invalid value.
@@ -1153,6 +1154,8 @@ def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str,
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; valid presets are: {', '.join(sorted(PRESETS))}")
         cfg = merge(cfg, PRESETS[preset])
+    if base:
+        cfg = merge(cfg, base)
     if file:
         cfg = merge(cfg, load_file(file))
     for item in sets:
