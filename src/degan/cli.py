@@ -160,8 +160,10 @@ def _run_options(fn):
                           "e.g. lower learning rates after a divergence (docs/troubleshooting.md)"),
         click.option("--progress/--no-progress", default=True, help="progress bar"),
         click.option("--dry-run", is_flag=True, help="print the resolved config and the run folder, then stop"),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
-                     help="fp32, bf16 autocast (CPU/CUDA) or fp16 autocast + loss scaling (CUDA)  [default: fp32]"),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default=None,
+                     help="fp32, bf16 autocast (CPU/CUDA), fp16 autocast + loss scaling (CUDA), or auto: bf16 where "
+                          "the hardware has bf16 units and the claims suite found no quality loss for the model "
+                          "(C5: dcgan), else fp32  [default: fp32]"),
         click.option("--gpus", type=int, default=None,
                      help="data-parallel training on this many GPUs (launches torchrun; NCCL)  [default: 1]"),
         click.option("--nproc", type=int, default=None,

@@ -140,8 +140,11 @@ class TrainConfig:
         log_kimg: stats.jsonl line every this many kimg.
         keep_checkpoints: how many periodic checkpoints to keep per stage.
         device: ``cpu``, ``cuda`` or ``auto``.
-        precision: ``fp32``, ``bf16`` (autocast, CPU and CUDA) or ``fp16`` (CUDA, with loss scaling); see
-            :mod:`degan.train.precision`. Not part of the run hash: a run resumes only in its own precision.
+        precision: ``fp32``, ``bf16`` (autocast, CPU and CUDA), ``fp16`` (CUDA, with loss scaling) or ``auto``
+            (bf16 where the hardware has bf16 units and claims suite C5 found no quality loss for the model family,
+            else fp32; :func:`degan.train.precision.auto_precision`); see :mod:`degan.train.precision`. Not part of
+            the run hash: a run resumes only in its own precision. The default stays fp32 because every number in
+            the README was made in fp32.
         channels_last: NHWC memory format for G, D, G_ema (speed option, not hashed).
         adam: Adam implementation ``auto`` | ``foreach`` | ``fused`` (CUDA) | ``for_loop`` (speed, not hashed).
         compile: ``torch.compile`` the plain forwards of G and D, never a double-backward pass (speed, not hashed).
@@ -753,7 +756,7 @@ _CHOICES = {
     "data.subset_mode": ("random", "first"),
     "train.loss": ("hinge", "nonsaturating", "wgan", "wgangp"),
     "train.device": ("auto", "cpu", "cuda"),
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("fp32", "bf16", "fp16", "auto"),
     "train.adam": ("auto", "foreach", "fused", "for_loop"),
     "prune.mask_source": ("G", "G_ema"),
     "prune.method": ("imp_global", "imp_layerwise", "omp", "random"),

@@ -84,7 +84,12 @@ def repeat_conditions(cfg: RunConfig | None = None) -> dict:
            "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
                    if k in os.environ}}
     if cfg is not None:
-        out.update(device=cfg.train.device, precision=cfg.train.precision, seed=cfg.train.seed,
+        from ..train.precision import auto_precision
+
+        resolved = (auto_precision(cfg.model.name, resolve_device(cfg.train.device))[0]
+                    if cfg.train.precision == "auto" else cfg.train.precision)
+        out.update(device=cfg.train.device, precision=cfg.train.precision, precision_resolved=resolved,
+                   seed=cfg.train.seed,
                    subset_seed=cfg.data.subset_seed, eval_seed=cfg.eval.seed, channels_last=cfg.train.channels_last,
                    compile=cfg.train.compile, cudnn_benchmark=cfg.train.cudnn_benchmark,
                    batch_gpu=cfg.train.batch_gpu)

@@ -274,6 +274,22 @@ def _rewind(ctx: StageContext):
     return RewindPointTechnique(ctx, kind, value) if kind != "init" else None
 
 
+_AUTO_SAID: set = set()
+
+
+def effective_precision(cfg, device, log=None) -> str:
+    """``train.precision`` with ``auto`` resolved for the model and device (said once per run folder in the log)."""
+    from ..train.precision import auto_precision
+
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    mode, reason = auto_precision(cfg.model.name, device)
+    if log is not None and (cfg.model.name, str(device)) not in _AUTO_SAID:
+        _AUTO_SAID.add((cfg.model.name, str(device)))
+        log(f"[degan] {reason}")
+    return mode
+
+
 class PrecisionTechnique(Technique):
     """``--precision fp32|bf16|fp16`` (:mod:`degan.train.precision`): autocast, fp16 loss scaling (the outermost
     objective wrapper), the mode checkpointed; resuming in another precision is refused unless ``--force``."""
@@ -284,7 +300,7 @@ class PrecisionTechnique(Technique):
         from ..train.precision import Precision
 
         self.force = getattr(ctx.exp, "force", False)
-        self.precision = Precision(ctx.cfg.train.precision, ctx.exp.device)
+        self.precision = Precision(effective_precision(ctx.cfg, ctx.exp.device, ctx.exp.log), ctx.exp.device)
 
     def setup(self, state) -> None:
         state.extras["precision"] = self.precision
