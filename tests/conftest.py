@@ -12,6 +12,9 @@ if "DEGAN_CACHE" not in os.environ:
 
     os.environ["DEGAN_CACHE"] = tempfile.mkdtemp(prefix="degan-test-cache-")
 
+# `degan train --dry-run` probes 10 training iterations by default; tests that dry-run skip it unless they ask.
+os.environ.setdefault("DEGAN_PROBE_ITERS", "0")
+
 # The shared real data lives beside the repository (../shared/data) or where $DEGAN_SHARED_DATA points.
 SHARED = Path(os.environ.get("DEGAN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -378,6 +378,9 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
               help="RG-GAN: prune during training with learned per-channel thresholds (dynamic.* for details)")
 @click.option("--regen-every", type=float, default=None,
               help="RG-GAN augmented regeneration: check dynamic.regen_metric every this many kimg  [default: off]")
+@click.option("--probe", type=int, default=None,
+              help="with --dry-run: train this many iterations in a throw-away folder and print the predicted time "
+                   "per kimg and for the whole run; 0 skips it  [default: 10, or $DEGAN_PROBE_ITERS]")
 @click.option("--recipe", type=click.Choice(["auto", "none"]), default="auto",
               help="auto: with no --preset/--model/--config, a folder or zip gets settings chosen from its size and "
                    "the machine (printed with reasons; flags override them); none: the dcgan preset  [default: auto]")
@@ -395,11 +398,18 @@ def train(dry_run: bool, outdir: str, resume: str | None, progress: bool, **kw) 
         sets.append(f"dynamic.regen_every_kimg={regen}")
     kw["sets"] = tuple(sets)
     base, lines = _recipe(kw, kw.pop("recipe", "auto"))
+    probe = kw.pop("probe", None)
     cfg = _resolve(kw, base=base)
     for line in lines:
         click.echo(line, err=True)
     if dry_run:
         _show(cfg, "train", outdir)
+        if probe is None:
+            probe = int(os.environ.get("DEGAN_PROBE_ITERS") or 10)
+        if probe > 0:
+            from .lottery.probe import probe_train
+
+            click.echo(probe_train(cfg, iters=probe).line())
         return
     from .lottery import run_train
 
