@@ -391,3 +391,37 @@ def test_channel_branch_end_to_end(tmp_path):
         assert (H(z) - ref(z)).abs().max() < 1e-6
     assert run_channel_branch(exp, exp.run.level(0), progress=False) == summary  # finished: skipped
     assert time.perf_counter() - t0 < 60
+
+
+def test_onnx_export_computes_the_same_images(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx + onnxscript (requirements-lock.txt has them)")
+    pytest.importorskip("onnxscript", reason="ONNX export needs onnx + onnxscript (requirements-lock.txt has them)")
+    from onnx.reference import ReferenceEvaluator
+
+    cfg = tiny_cfg()
+    G, _ = gen()
+    set_mask(G, prune_global_magnitude(G, ones_like_mask(G), 0.5))
+    stage = fake_stage(tmp_path / "run" / "level_1", G.eval(), cfg)
+    out = export_compact(stage.root, tmp_path / "export", onnx=True)
+    model = onnx.load(str(out / "generator.onnx"))
+    assert [i.name for i in model.graph.input] == ["z"] and [o.name for o in model.graph.output] == ["images"]
+    z = torch.randn(3, 16)  # another batch size than the export's
+    (x,) = ReferenceEvaluator(model).run(None, {"z": z.numpy()})
+    with torch.no_grad():
+        ref = G.eval()(z)
+    assert x.shape == tuple(ref.shape) and np.abs(x - ref.numpy()).max() < 1e-4
+    assert "onnxruntime" in (out / "LOADING.md").read_text()
+
+
+def test_onnx_export_without_the_packages_is_one_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from degan.errors import DeganError
+    from degan.export import write_onnx
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    G, _ = gen()
+    with pytest.raises(DeganError, match="pip install onnx onnxscript"):
+        write_onnx(G.eval(), tmp_path / "g.onnx")
+    assert not (tmp_path / "g.onnx").exists()

@@ -843,8 +843,9 @@ def preview_augment(source: str, augment: str, p: float | None, resolution: str,
               help="accepted for older scripts; the export is always the plain (compact) generator")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="output folder  [default: <run>/export/<stage>]")
+@click.option("--onnx", is_flag=True, help="also write generator.onnx (needs: pip install onnx onnxscript)")
 @handle_errors
-def export(run_or_stage: str, compact: bool, out: str | None) -> None:
+def export(run_or_stage: str, compact: bool, out: str | None, onnx: bool) -> None:
     """Export the final G_ema of every finished stage of a run (or of one level/branch folder) as a plain
     generator: masks folded into the weights, channel tickets as the smaller network. Writes
     generator.safetensors + generator.json (degan.export.load_compact), generator.pt2 (a torch.export program: loads
@@ -860,7 +861,7 @@ def export(run_or_stage: str, compact: bool, out: str | None) -> None:
         raise DeganError(f"{run_or_stage} has no finished stage to export")
     for st in stages:
         target = Path(out) / st.root.name if out and len(stages) > 1 else Path(out or run.root / "export" / st.root.name)
-        click.echo(str(export_compact(st.root, target)))
+        click.echo(str(export_compact(st.root, target, onnx=onnx)))
 
 
 @main.command(context_settings=CONTEXT)

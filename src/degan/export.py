@@ -30,7 +30,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .errors import CheckpointError
 from .fileio import atomic_path, read_json, write_json, write_text
 from .lottery.layout import StageLayout
@@ -42,6 +42,7 @@ EXPORT_FORMAT = "degan-generator/1"
 WEIGHTS_FILE = "generator.safetensors"
 META_FILE = "generator.json"
 PROGRAM_FILE = "generator.pt2"
+ONNX_FILE = "generator.onnx"
 
 
 def _finished(stage_dir: str | Path) -> StageLayout:
@@ -82,19 +83,21 @@ def load_stage_generator(stage: StageLayout | str | Path, device: str | torch.de
     return G.to(device).eval().requires_grad_(False)
 
 
-def export_compact(stage_dir: str | Path, out_dir: str | Path) -> Path:
+def export_compact(stage_dir: str | Path, out_dir: str | Path, onnx: bool = False) -> Path:
     """Export the final ``G_ema`` of a finished stage as a plain generator (see the module docstring).
 
     Args:
         stage_dir: ``runs/<run>/level_<k>`` or a branch folder ``level_<k>_<branch>`` (e.g. ``level_0_channel``).
         out_dir: folder to write ``generator.safetensors`` and ``generator.json`` into (created; existing files of
             those names are replaced atomically).
+        onnx: also write ``generator.onnx`` (:func:`write_onnx`; needs the ``onnx`` and ``onnxscript`` packages).
 
     Returns:
         ``out_dir`` as a Path.
 
     Raises:
         CheckpointError: not a finished stage, or its generator cannot be rebuilt.
+        DeganError: ``onnx=True`` without the ``onnx`` / ``onnxscript`` packages, or a G ONNX cannot express.
     """
     stage = _finished(stage_dir)
     meta = read_json(stage.generator_json)
@@ -118,8 +121,47 @@ def export_compact(stage_dir: str | Path, out_dir: str | Path) -> Path:
         "weight_density": nonzero / total if total else 1.0,
     })
     traced = _write_program(plain.eval(), out / PROGRAM_FILE)
-    write_text(out / "LOADING.md", _loading_text(out, G, traced))
+    wrote_onnx = onnx and write_onnx(plain.eval(), out / ONNX_FILE)
+    write_text(out / "LOADING.md", _loading_text(out, G, traced, wrote_onnx))
     return out
+
+
+def write_onnx(G: nn.Module, path: Path) -> bool:
+    """Export ``G`` (eval mode) as ONNX (opset 18, ``torch.onnx.export(dynamo=True)``; batch size dynamic, input
+    ``z`` float32 ``[N, z_dim]`` (+ ``c`` int64 ``[N]`` for a conditional G), output ``images`` float32
+    ``[N, C, R, R]`` in [-1, 1]) into ``path`` atomically; checked with ``onnx.checker``.
+
+    Raises:
+        DeganError: the ``onnx`` or ``onnxscript`` package is missing (the message says what to install), or the
+            network cannot be exported (the reason).
+    """
+    import importlib.util
+    import inspect
+
+    from .errors import DeganError
+
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DeganError(f"ONNX export needs the packages {' and '.join(missing)}: pip install onnx onnxscript "
+                         "(then re-run degan export --onnx)")
+    import onnx as onnx_lib
+
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))
+    cond = bool(getattr(G, "num_classes", 0))
+    args = (z,) if not cond else (z, torch.zeros(2, dtype=torch.long))
+    names = list(inspect.signature(G.forward).parameters)[:len(args)]
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        with atomic_path(path) as tmp, torch.no_grad():
+            torch.onnx.export(G, args, str(tmp), dynamo=True, verbose=False, opset_version=18,
+                              input_names=["z", "c"][:len(args)], output_names=["images"],
+                              dynamic_shapes={n: {0: batch} for n in names})
+            onnx_lib.checker.check_model(onnx_lib.load(str(tmp)))
+    except DeganError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an exporter failure is reported as one line
+        raise DeganError(f"could not export {type(G).__name__} to ONNX: {str(e).splitlines()[0][:200]}") from None
+    return True
 
 
 def _write_program(G: nn.Module, path: Path) -> bool:
@@ -144,7 +186,7 @@ def _write_program(G: nn.Module, path: Path) -> bool:
         return False
 
 
-def _loading_text(out: Path, G: nn.Module, traced: bool) -> str:
+def _loading_text(out: Path, G: nn.Module, traced: bool, onnx: bool = False) -> str:
     cond = int(getattr(G, "num_classes", 0))
     call = "G(z)" if not cond else f"G(z, c)  # c: int64 [N] class labels in [0, {cond})"
     shape = f"[N, {G.img_channels}, {G.resolution}, {G.resolution}]"
@@ -155,6 +197,15 @@ def _loading_text(out: Path, G: nn.Module, traced: bool) -> str:
                   f"G = torch.export.load('{out.name}/{PROGRAM_FILE}').module()",
                   f"z = torch.randn(16, {G.z_dim})", "with torch.no_grad():", f"    x = {call}",
                   "images = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # uint8 " + shape, "```", ""]
+    if onnx:
+        feeds = "{'z': z}" if not cond else "{'z': z, 'c': c}"
+        parts += ["ONNX (any ONNX runtime; batch size dynamic; inputs `z` float32"
+                  + (", `c` int64 [N]" if cond else "") + ", output `images`):", "", "```python",
+                  "import numpy as np, onnxruntime as ort",
+                  f"sess = ort.InferenceSession('{out.name}/{ONNX_FILE}')",
+                  f"z = np.random.randn(16, {G.z_dim}).astype(np.float32)"
+                  + ("" if not cond else "; c = np.zeros(16, dtype=np.int64)"),
+                  f"(x,) = sess.run(None, {feeds})  # float32 {shape} in [-1, 1]", "```", ""]
     parts += ["With degan installed (the network as a Python module, e.g. to fine-tune it):", "", "```python",
               "from degan.export import load_compact", f"G = load_compact('{out.name}')  # eval mode", "```", ""]
     return "\n".join(parts)
