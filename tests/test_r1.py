@@ -140,3 +140,52 @@ def test_r1_with_diffaugment_on_stylegan2_backpropagates():
     loss.backward()
     grads = [p.grad for p in D.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_separate_phase_has_the_in_step_schedule_and_value_and_leaves_the_d_loss_alone():
+    a = _a()
+    D = LinearD(a)
+    obj = R1Objective(StubObjective(), R1(gamma=2.0, interval=4, separate=True))
+    x = torch.rand(2, 3, 8, 8)
+    asked, values = [], []
+    for _ in range(9):
+        loss, stats = obj.d_loss(None, D, x, torch.zeros(2, 1))
+        values.append(float(loss))
+        n = obj.d_reg_batch(2)
+        asked.append(n)
+        if n:
+            reg, reg_stats = obj.d_reg_loss(None, D, x[:n])
+            assert float(reg.detach()) == pytest.approx(4 * 2.0 / 2 * float(a.square().sum()), rel=1e-5)
+            assert reg_stats["r1_on"] == 1.0
+    assert values == [0.0] * 9  # nothing added to the D steps themselves
+    assert asked == [2, 0, 0, 0, 2, 0, 0, 0, 2]
+    in_step = R1Objective(StubObjective(), R1(gamma=2.0, interval=4))
+    assert [in_step.d_reg_batch(2) for _ in range(3)] == [0, 0, 0]  # the default variant has no phase
+
+
+def test_separate_phase_takes_its_own_d_step_with_interval_corrected_adam(tmp_path):
+    """Through the CLI: the phase's steps show up as D optimizer steps and D's Adam gets lr * c, beta ** c."""
+    from click.testing import CliRunner
+
+    from degan.cli import main
+
+    out = tmp_path / "runs"
+    common = ["train", "--data", "faces100", "--model", "dcgan", "--width", "0.125", "--batch", "8", "--kimg", "0.04",
+              "--metrics", "none", "--no-progress", "--r1-gamma", "1", "--set", "r1.interval=2"]
+    for sep in ("false", "true"):
+        res = CliRunner().invoke(main, [*common, "--set", f"r1.separate={sep}", "--outdir", str(out / sep)],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    import glob
+
+    def last_state(folder):
+        (ckpt,) = sorted(glob.glob(str(folder / "*" / "level_0" / "checkpoints" / "*.pt")))[-1:]
+        return torch.load(ckpt, weights_only=True)["state"]
+
+    plain, sep = last_state(out / "false"), last_state(out / "true")
+    steps = lambda st: max(v["step"] for v in st["opt_D"]["state"].values())  # noqa: E731
+    assert steps(sep) == steps(plain) + 3  # 5 D steps; phases after the 1st, 3rd and 5th
+    c = 2 / 3
+    g_plain, g_sep = plain["opt_D"]["param_groups"][0], sep["opt_D"]["param_groups"][0]
+    assert g_sep["lr"] == pytest.approx(g_plain["lr"] * c)
+    assert g_sep["betas"][1] == pytest.approx(g_plain["betas"][1] ** c)

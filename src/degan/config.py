@@ -405,10 +405,13 @@ class R1Config:
         gamma: R1 weight; the D loss gets ``gamma / 2 * E||grad_x D(T(x))||^2`` (100-shot 256 px: 10, CIFAR-10:
             0.01-0.1). 0 = off.
         interval: lazy regularisation: computed every this many D steps, scaled by it (StyleGAN2: 16).
+        separate: the lazy term as its own D optimizer step on the same reals, with D's Adam lr and betas
+            interval-corrected (StyleGAN2 Appendix B; the StyleGAN2 presets); False adds it to that D step's loss.
     """
 
     gamma: float = 0.0
     interval: int = 16
+    separate: bool = False
 
 
 @dataclass(frozen=True)
@@ -1066,7 +1069,7 @@ PRESETS: dict[str, dict] = {
         "optim": {"lr_G": 0.002, "lr_D": 0.002, "beta1": 0.0, "beta2": 0.99, "eps": 1e-8},
         "train": {"batch_D": 16, "batch_G": 16, "n_dis": 1, "loss": "nonsaturating", "ema_kimg": 10.0,
                   "total_kimg": 300, "snap_kimg": 20, "log_kimg": 1, "augment": "diffaug:color,translation,cutout"},
-        "r1": {"gamma": 10.0, "interval": 16},
+        "r1": {"gamma": 10.0, "interval": 16, "separate": True},
         "eval": {"metrics": "fid_train,kid_train", "num_gen": 5000},
     },
     # StyleGAN2 + DiffAugment on CIFAR-10/100 at 32 px (DiffAugment run_cifar.py): the smaller CIFAR model
@@ -1079,7 +1082,7 @@ PRESETS: dict[str, dict] = {
         "optim": {"lr_G": 0.002, "lr_D": 0.002, "beta1": 0.0, "beta2": 0.99, "eps": 1e-8},
         "train": {"batch_D": 32, "batch_G": 32, "n_dis": 1, "loss": "nonsaturating", "ema_kimg": 1000.0,
                   "total_kimg": 25000, "snap_kimg": 500, "log_kimg": 10, "augment": "diffaug:color,translation,cutout"},
-        "r1": {"gamma": 0.01, "interval": 16},
+        "r1": {"gamma": 0.01, "interval": 16, "separate": True},
         "pl": {"weight": 0.0},  # the ADA paper's cifar config: no path-length regularisation, no style mixing
         "eval": {"metrics": "fid_test,kid_test", "num_gen": 10000},
     },

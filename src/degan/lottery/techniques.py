@@ -32,7 +32,7 @@ from __future__ import annotations
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..config import to_dict
 from ..fileio import atomic_path, write_json
 from ..train import distributed as ddp
@@ -101,10 +101,14 @@ class R1Technique(Technique):
     def __init__(self, ctx: StageContext) -> None:
         from ..train.r1 import R1
 
-        self.r1 = R1(ctx.cfg.r1.gamma, ctx.cfg.r1.interval)
+        self.r1 = R1(ctx.cfg.r1.gamma, ctx.cfg.r1.interval, separate=ctx.cfg.r1.separate)
 
     def setup(self, state) -> None:
         state.extras["r1"] = self.r1
+        if self.r1.separate:  # its own lazy D step: lr * c, beta ** c (a resume then loads the saved groups)
+            from ..train.path_length import lazy_adam_scale
+
+            lazy_adam_scale(state.opt_D, self.r1.interval)
 
     def wrap(self, objective, state):
         return self.r1.wrap(objective)
@@ -300,7 +304,8 @@ class PrecisionTechnique(Technique):
         from ..train.precision import Precision
 
         self.force = getattr(ctx.exp, "force", False)
-        self.precision = Precision(effective_precision(ctx.cfg, ctx.exp.device, ctx.exp.log), ctx.exp.device)
+        self.precision = Precision(effective_precision(ctx.cfg, ctx.exp.device, getattr(ctx.exp, "log", None)),
+                                   ctx.exp.device)
 
     def setup(self, state) -> None:
         state.extras["precision"] = self.precision

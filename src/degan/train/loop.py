@@ -204,6 +204,7 @@ class Trainer:
             enforce_masks(D)
             s.cur_nimg += real.shape[0]
             stats.update(d_stats)
+            stats.update(self._d_reg_phase(G, D, real, real_c))
         G.requires_grad_(True)
         D.requires_grad_(False)
         z = self.latents(self.batch_G)
@@ -254,6 +255,33 @@ class Trainer:
             sync_gradients(s, G, "G")
         s.opt_G.step()
         enforce_masks(G)
+        return reg_stats
+
+    def _d_reg_phase(self, G, D, real: Tensor, real_c: Tensor | None) -> dict[str, float]:
+        """Lazy regularisation phase of D (StyleGAN2 Appendix B), run only when the objective asks for one:
+        ``objective.d_reg_batch(batch) = n > 0`` (R1 with ``r1.separate``, every 16 D steps, :mod:`degan.train.r1`)
+        makes one separate ``opt_D`` step on ``objective.d_reg_loss`` over the first n reals of the D step just
+        taken (the same reals, as StyleGAN2-ADA's ``Dreg`` phase; ``cur_nimg`` does not count them again), in
+        micro-batches like the main step. Objectives without ``d_reg_batch`` draw and change nothing here."""
+        s = self.state
+        ask = getattr(self.objective, "d_reg_batch", None)
+        n = ask(real.shape[0]) if ask is not None else 0
+        if not n:
+            return {}
+        real = real[:n]
+        real_c = None if real_c is None else real_c[:n]
+
+        def reg_loss(part):
+            sl = slice(None) if part is None else part
+            labels = {} if real_c is None else {"c": real_c[sl]}
+            return self.objective.d_reg_loss(G, D, real[sl], self._aug_gen(), **labels)
+
+        s.opt_D.zero_grad(set_to_none=True)
+        reg_stats = self._backward(reg_loss, n, "loss_D_reg")
+        if self.sync:
+            sync_gradients(s, D, "D")
+        s.opt_D.step()
+        enforce_masks(D)
         return reg_stats
 
     # -- the loop -----------------------------------------------------------------------------------------------------

@@ -187,6 +187,11 @@ class ScaledLossObjective(ObjectiveWrapper):
         loss, stats = self.objective.g_reg_loss(G, D, z, generator, **kw)
         return _scaled(loss, self.precision.scalers["G"].scale), stats
 
+    def d_reg_loss(self, G, D, real, generator=None, **kw):
+        """The lazy D regularisation phase's loss (R1 with ``r1.separate``), scaled with D's scaler."""
+        loss, stats = self.objective.d_reg_loss(G, D, real, generator, **kw)
+        return _scaled(loss, self.precision.scalers["D"].scale), stats
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the policy object

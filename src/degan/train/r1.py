@@ -77,6 +77,9 @@ class R1:
             100-shot 256 px, 0.01-0.1 for CIFAR-10). 0 = off (the wrapper then adds nothing).
         interval: lazy regularisation: the penalty is computed every ``interval`` D steps and scaled by
             ``interval`` (StyleGAN2: 16); 1 = every step.
+        separate: False (default): the lazy term is added to that D step's loss; True: it is its own D optimizer
+            step right after that D step, on the same reals (StyleGAN2's ``Dreg`` phase, Appendix B), and D's Adam
+            gets ``lr * c``, ``beta ** c`` with ``c = interval / (interval + 1)`` (set up by the ``r1`` technique).
 
     Attributes:
         d_steps: D steps seen.
@@ -86,13 +89,13 @@ class R1:
         ValueError: gamma negative or not finite, interval not an int >= 1.
     """
 
-    def __init__(self, gamma: float, interval: int = 16) -> None:
+    def __init__(self, gamma: float, interval: int = 16, separate: bool = False) -> None:
         if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
             raise ValueError(f"R1 gamma must be a finite number >= 0 (0 = off); got {gamma!r}")
         if isinstance(interval, bool) or int(interval) != interval or interval < 1:
             raise ValueError(f"R1 interval must be an integer >= 1 (StyleGAN2 lazy regularisation: 16); "
                              f"got {interval!r}")
-        self.gamma, self.interval = float(gamma), int(interval)
+        self.gamma, self.interval, self.separate = float(gamma), int(interval), bool(separate)
         self.d_steps = 0
         self.last_penalty: float | None = None
 
@@ -135,7 +138,7 @@ class R1Objective(ObjectiveWrapper):
                generator: torch.Generator | None = None, **kwargs: Any) -> tuple[Tensor, dict[str, float]]:
         loss, stats = self.objective.d_loss(G, D, real, z, generator, **kwargs)
         r1 = self.r1
-        on = r1.due()
+        on = r1.due() and not r1.separate
         if on:
             c = kwargs.get("c")
             c = c[0] if isinstance(c, (tuple, list)) else c
@@ -149,3 +152,18 @@ class R1Objective(ObjectiveWrapper):
     def g_loss(self, G: nn.Module, D: nn.Module, z: Tensor, generator: torch.Generator | None = None,
                **kwargs: Any) -> tuple[Tensor, dict[str, float]]:
         return self.objective.g_loss(G, D, z, generator, **kwargs)
+
+    def d_reg_batch(self, batch: int) -> int:
+        """With ``separate``: the reals of the D step just taken get a regularisation phase when it was the 1st,
+        the ``interval + 1``-th, ... D step (the schedule of the in-step variant); returns ``batch`` then, else 0."""
+        r1 = self.r1
+        return batch if (r1.separate and r1.gamma > 0 and (r1.d_steps - 1) % r1.interval == 0) else 0
+
+    def d_reg_loss(self, G: nn.Module, D: nn.Module, real: Tensor, generator: torch.Generator | None = None,
+                   c: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        """The separate phase's loss ``interval * gamma / 2 * E||grad_x D(T(x))||^2`` on reals float
+        ``[N, C, R, R]`` in [-1, 1] (labels ``c`` long ``[N]`` for a conditional D)."""
+        r1 = self.r1
+        penalty = r1_penalty(D, real, getattr(self.objective, "augment", None), generator, c)
+        r1.last_penalty = float(penalty.detach())
+        return (r1.interval * r1.gamma / 2.0) * penalty, {"r1_penalty": r1.last_penalty, "r1_on": 1.0}
