@@ -5,8 +5,7 @@ Public API (three layers, as in lucidrains' libraries: networks, objective, runs
     from degan import DiffAugment, create_model, list_models, GANObjective, Trainer, resolve, run_ticket, run_train
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .augment import DiffAugment, build_augment  # noqa: E402
 from .config import RunConfig, resolve  # noqa: E402
 from .losses import GANObjective  # noqa: E402

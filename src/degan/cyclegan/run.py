@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..config import parse_rewind, to_dict
 from ..data import dataset_id
 from ..errors import CheckpointError, DataError, DeganError, TrainingDivergedError

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..config import RunConfig, config_hash, dump_yaml, load_file, parse_rewind, to_dict
 from ..data import dataset_id, load_dataset, select_subset
 from ..errors import CheckpointError, DeganError

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..augment import build_augment
 from ..config import to_dict
 from ..costs import FlopsMeter

@@ -21,20 +21,9 @@ from typing import Callable
 from torch import nn
 
 from degan.models.layers import apply_spectral_norm
-from degan.registry import Registry
+from degan.models.registry import MODELS, ModelBuilder, register_model
 
-__all__ = ["MODELS", "create_model", "list_models", "register_model"]
-
-ModelBuilder = Callable[..., "tuple[nn.Module, nn.Module]"]
-MODELS: Registry[ModelBuilder] = Registry("model")
-
-
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator registering a builder ``fn(**kwargs) -> (G, D)`` under ``name``.
-
-    The builder's keyword arguments (all with JSON-serialisable defaults) are the model's config.
-    """
-    return MODELS.register(name)
+__all__ = ["MODELS", "ModelBuilder", "create_model", "list_models", "register_model"]
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -95,7 +84,7 @@ def create_model(
     return G, D
 
 
-# Model families register themselves on import; they import MODELS from this module, so these come last.
+# Model families register themselves (in degan.models.registry) when imported.
 from degan.models import dcgan as _dcgan  # noqa: E402,F401
 from degan.models import sngan as _sngan  # noqa: E402,F401
 from degan.models import biggan as _biggan  # noqa: E402,F401

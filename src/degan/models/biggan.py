@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from degan.models import register_model
+from degan.models.registry import register_model
 from degan.models.layers import (
     DiscriminatorBase,
     GeneratorBase,

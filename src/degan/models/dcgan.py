@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from degan.models import register_model
+from degan.models.registry import register_model
 from degan.models.layers import (
     DiscriminatorBase,
     GeneratorBase,

@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from degan.models import register_model
+from degan.models.registry import register_model
 from degan.models.layers import DiscriminatorBase, GeneratorBase, check_common_options, check_labels, mark_sn, up2
 from degan.models.stylegan2 import NOISE_MODES as _NOISE_MODES
 from degan.models.stylegan2 import resolve_noise_mode

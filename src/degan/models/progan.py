@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from degan.models import register_model
+from degan.models.registry import register_model
 from degan.models.layers import DiscriminatorBase, GeneratorBase, check_common_options, check_labels, up2
 from degan.models.stylegan2 import minibatch_stddev
 
