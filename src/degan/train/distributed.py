@@ -154,6 +154,10 @@ def shutdown(failed: BaseException | None = None) -> None:
     if failed is not None:
         print(f"[degan rank {dist.get_rank()}/{dist.get_world_size()}] {type(failed).__name__}: {failed}; "
               "aborting the process group", file=sys.stderr, flush=True)
+    else:  # leave together: rank 0 hosts the TCP store, and a peer still talking to it while it tears down made
+        # gloo abort rank 0 at exit ("terminate called without an active exception") now and then under load
+        with contextlib.suppress(Exception):
+            dist.barrier()
     with contextlib.suppress(Exception):
         dist.destroy_process_group()
 
