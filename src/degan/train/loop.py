@@ -177,6 +177,19 @@ class Trainer:
                 total[k] = total.get(k, 0.0) + float(v) * share
         return total
 
+    def _optimizer_step(self, net, which: str, loss_fn, n: int, name: str) -> dict[str, float]:
+        """One optimizer step of ``net`` (``which`` = "G" or "D"): zero the gradients, backward over the batch or its
+        micro-batches (:meth:`_backward`), DDP all-reduce / fp16 unscale, ``opt.step()``, re-apply the masks."""
+        s = self.state
+        opt = s.opt_G if which == "G" else s.opt_D
+        opt.zero_grad(set_to_none=True)
+        stats = self._backward(loss_fn, n, name)
+        if self.sync:
+            sync_gradients(s, net, which)  # DDP all-reduce; fp16 unscale
+        opt.step()
+        enforce_masks(net)
+        return stats
+
     def train_step(self) -> dict[str, float]:
         """One iteration: n_dis D steps, one G step, mask enforcement, EMA update. Returns the stats."""
         s = self.state
@@ -196,12 +209,7 @@ class Trainer:
                 labels = {} if gen_c is None else {"c": (real_c[part], gen_c[part])}
                 return self.objective.d_loss(G, D, real[part], z[part], self._aug_gen(), **labels)
 
-            s.opt_D.zero_grad(set_to_none=True)
-            d_stats = self._backward(d_loss, real.shape[0], "loss_D")
-            if self.sync:
-                sync_gradients(s, D, "D")  # DDP all-reduce; fp16 unscale
-            s.opt_D.step()
-            enforce_masks(D)
+            d_stats = self._optimizer_step(D, "D", d_loss, real.shape[0], "loss_D")
             s.cur_nimg += real.shape[0]
             stats.update(d_stats)
             stats.update(self._d_reg_phase(G, D, real, real_c))
@@ -217,12 +225,7 @@ class Trainer:
             labels = {} if gen_c is None else {"c": gen_c[part]}
             return self.objective.g_loss(G, D, z[part], self._aug_gen(), **labels)
 
-        s.opt_G.zero_grad(set_to_none=True)
-        g_stats = self._backward(g_loss, z.shape[0], "loss_G")
-        if self.sync:
-            sync_gradients(s, G, "G")
-        s.opt_G.step()
-        enforce_masks(G)
+        g_stats = self._optimizer_step(G, "G", g_loss, z.shape[0], "loss_G")
         stats.update(g_stats)
         stats.update(self._g_reg_phase(G, D))
         D.requires_grad_(True)
@@ -249,13 +252,7 @@ class Trainer:
             labels = {} if gen_c is None else {"c": gen_c[sl]}
             return self.objective.g_reg_loss(G, D, z[sl], self._aug_gen(), **labels)
 
-        s.opt_G.zero_grad(set_to_none=True)
-        reg_stats = self._backward(reg_loss, n, "loss_G_reg")
-        if self.sync:
-            sync_gradients(s, G, "G")
-        s.opt_G.step()
-        enforce_masks(G)
-        return reg_stats
+        return self._optimizer_step(G, "G", reg_loss, n, "loss_G_reg")
 
     def _d_reg_phase(self, G, D, real: Tensor, real_c: Tensor | None) -> dict[str, float]:
         """Lazy regularisation phase of D (StyleGAN2 Appendix B), run only when the objective asks for one:
@@ -263,7 +260,6 @@ class Trainer:
         makes one separate ``opt_D`` step on ``objective.d_reg_loss`` over the first n reals of the D step just
         taken (the same reals, as StyleGAN2-ADA's ``Dreg`` phase; ``cur_nimg`` does not count them again), in
         micro-batches like the main step. Objectives without ``d_reg_batch`` draw and change nothing here."""
-        s = self.state
         ask = getattr(self.objective, "d_reg_batch", None)
         n = ask(real.shape[0]) if ask is not None else 0
         if not n:
@@ -276,13 +272,7 @@ class Trainer:
             labels = {} if real_c is None else {"c": real_c[sl]}
             return self.objective.d_reg_loss(G, D, real[sl], self._aug_gen(), **labels)
 
-        s.opt_D.zero_grad(set_to_none=True)
-        reg_stats = self._backward(reg_loss, n, "loss_D_reg")
-        if self.sync:
-            sync_gradients(s, D, "D")
-        s.opt_D.step()
-        enforce_masks(D)
-        return reg_stats
+        return self._optimizer_step(D, "D", reg_loss, n, "loss_D_reg")
 
     # -- the loop -----------------------------------------------------------------------------------------------------
     def run(self) -> TrainState:
