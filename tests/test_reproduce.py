@@ -12,7 +12,7 @@ from degan.cli import dry_run_folder, main
 from degan.reproduce import CLAIMS, get_claims, jobs_for, mean_interval, paired_difference, t_quantile, verdict
 from degan.reproduce import claims as claims_mod
 from degan.reproduce import suite as suite_mod
-from degan.reproduce.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Interval
+from degan.reproduce.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Interval, within_verdict
 
 
 def test_t_quantiles_match_tables():
@@ -65,6 +65,55 @@ def test_verdict_needs_an_interval_and_valid_expectation():
     assert verdict(Interval(-1.0, None, None, 1, None), "better", 0.0) == INCONCLUSIVE
     with pytest.raises(ValueError, match="valid: better, match"):
         verdict(Interval(0, -1, 1, 3, 1), "worse", 0.0)
+
+
+def test_within_verdict_reads_the_baseline_interval():
+    base = Interval(0.06, 0.044, 0.079, 3, 0.007)
+    assert within_verdict(0.05, base) == REPRODUCED
+    assert within_verdict(0.03, base) == REPRODUCED  # below the interval: better than the baseline
+    assert within_verdict(0.087, base) == NOT_REPRODUCED
+    assert within_verdict(0.05, base, arm_n=2) == INCONCLUSIVE  # >= 3 seeds on both sides
+    assert within_verdict(None, base) == INCONCLUSIVE
+    assert within_verdict(0.05, Interval(0.06, None, None, 1, None)) == INCONCLUSIVE
+
+
+def _fake_run(rid, seed, kid, nimg, flops):
+    return {"result": rid, "seed": seed, "real_images_shown": nimg, "metrics": {"kid1k_test": {"value": kid}},
+            "costs": {"train_flops_effective": flops, "train_flops_dense": flops}, "provenance": {}}
+
+
+def test_search_compute_sums_every_level_and_compares_per_seed(tmp_path):
+    """C6: the IMP search is the dense run plus five levels; the one-shot early-bird search its stopped dense level
+    plus level 5; a seed with a level missing is not counted; ratios are per seed."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    kid_imp, kid_eb1 = {0: 0.060, 1: 0.065, 2: 0.058}, {0: 0.070, 1: 0.066, 2: 0.075}
+    for s in (0, 1, 2):
+        rows = [_fake_run(f"c1-n5085-none-s{s}", s, 0.063, 80_000, 100.0)]
+        rows += [_fake_run(f"c2-imp-L{k}-s{s}", s, kid_imp[s] if k == 5 else 0.06, 80_000, 100.0 * 0.8 ** k)
+                 for k in range(1, 6)]
+        rows += [_fake_run(f"c6-eb1-L0-s{s}", s, 0.2, 12_000, 15.0), _fake_run(f"c6-eb1-L5-s{s}", s, kid_eb1[s],
+                                                                             80_000, 33.0)]
+        if s != 2:  # seed 2 lacks the OMP level, so its OMP search is not counted
+            rows.append(_fake_run(f"c6-omp-L1-s{s}", s, 0.061, 80_000, 33.0))
+        for r in rows:
+            (runs / f"{r['result']}.json").write_text(json.dumps(r))
+    summary = suite_mod.summarize_claim(CLAIMS["C6"], tmp_path, [0, 1, 2])
+    sr = summary["searches"]
+    imp_flops = 100.0 * sum(0.8 ** k for k in range(6))
+    assert sr["imp-L5"]["per_seed"][0]["real_images_shown"] == 480_000
+    assert sr["imp-L5"]["per_seed"][0]["train_flops"] == pytest.approx(imp_flops)
+    assert sr["eb1-L5"]["ratio_ri"][1] == pytest.approx(92_000 / 480_000)
+    assert sr["eb1-L5"]["ratio_flops"][2] == pytest.approx(48.0 / imp_flops)
+    assert sr["eb1-L5"]["cheap_enough"] is True
+    assert sorted(sr["omp-L5"]["per_seed"]) == [0, 1]
+    within = {t["arm"]: t for t in summary["tests"] if t["expect"] == "within"}
+    imp = summary["arms"]["imp-L5"]["kid1k_test"]
+    assert within["eb1-L5"]["baseline_interval"] == [imp["low"], imp["high"]]
+    want = REPRODUCED if np.mean(list(kid_eb1.values())) <= imp["high"] else NOT_REPRODUCED
+    assert within["eb1-L5"]["verdict"] == want
+    table = suite_mod.claims_table([summary])
+    assert "the eb1-L5 search costs at most 0.5x the imp-L5 search" in table and "reproduced" in table
 
 
 def test_claims_cover_c1_to_c5_with_consistent_arms_and_jobs():

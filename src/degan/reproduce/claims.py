@@ -26,9 +26,13 @@ Claims (paper, figure or table):
   250 samples vs the training images) vs the dense GAN at equal #RI, with training FLOPs per arm.
 - **C5** precision: fp32 vs bf16 autocast at equal settings (is bf16 a safe default where the hardware has bf16
   units?).
-- **C6** early-bird tickets (You et al. 2020; Kalibhat et al. 2021; SPEC §10): ``degan ticket --early-bird`` (IMP_GD,
-  every pruned level stops when its masks converge) vs C2's IMP ticket at level 5 (67.2 % sparse), no augmentation;
-  the early-bird run's levels are all results, so its #RI and FLOPs sum to the compute of the whole search.
+- **C6** early-bird tickets (You et al. 2020; Kalibhat et al. 2021; SPEC §10) vs C2's IMP ticket at level 5
+  (67.2 % sparse), no augmentation: the iterative early-bird (``--early-bird``, IMP_GD: every pruned level stops
+  when its masks converge), the one-shot early-bird (``--method omp --early-bird``: the dense run stops when the
+  mask at 67.2 % converges) and one-shot magnitude pruning of the fully trained dense run (OMP, the one-shot draw
+  when the masks never converge). Each search's #RI and FLOPs are summed over every level it trains
+  (:class:`Search`) and compared with IMP's six levels: the goal is at most half of IMP's compute with KID
+  inside the IMP ticket's interval.
 """
 
 from __future__ import annotations
@@ -97,13 +101,33 @@ class Arm:
 class Test:
     """``arm`` vs ``baseline`` by paired differences of the primary metric.
 
-    ``expect``: ``better`` (arm lower), ``match`` (arm not worse by more than the margin), or None (reported only).
+    ``expect``: ``better`` (arm lower), ``match`` (arm not worse by more than the margin), ``within`` (the arm's
+    mean at most the upper end of the baseline's interval; :func:`~degan.reproduce.stats.within_verdict`), or None
+    (reported only).
     """
 
     arm: str
     baseline: str
     expect: str | None
     statement: str
+
+
+@dataclass(frozen=True)
+class Search:
+    """The compute of a whole ticket search: the sum of #RI and training FLOPs over every result (level) the search
+    trains, per seed, compared with a baseline search as a ratio.
+
+    Attributes:
+        arm: the arm whose ticket the search draws (its name in :attr:`Claim.arms`).
+        results: result id patterns with ``{s}``: every level the search trains, the dense level 0 included.
+        baseline: the name of the baseline search (another :class:`Search` of the claim), or None.
+        at_most: the ratio to the baseline the claim asks for (e.g. 0.5: at most half of IMP's compute), or None.
+    """
+
+    arm: str
+    results: tuple[str, ...]
+    baseline: str | None = None
+    at_most: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +138,7 @@ class Claim:
     arms: tuple[Arm, ...]
     tests: tuple[Test, ...]
     jobs: object = field(repr=False, default=None)  # seed -> list[Job]
+    searches: tuple[Search, ...] = ()
 
 
 # ----- the jobs, per seed --------------------------------------------------------------------------------------
@@ -176,6 +201,28 @@ def c5_bf16_job(s: int) -> Job:
     rid = f"c5-bf16-s{s}"
     return Job(rid, "train", (*_aug_args("diffaug"), "--seed", str(s), "--precision", "bf16"), {rid: "level_0"},
                seed=s, subdir="bf16")
+
+
+#: One-shot magnitude pruning straight to level 5's density: one level of rate 1 - 0.8 ** 5.
+OMP_RATE = round(1 - 0.8 ** IMP_LEVELS, 5)
+
+
+def c6_eb1_job(s: int) -> Job:
+    """One-shot early-bird (SPEC §10's main form): the dense run stops when the mask at the final density converges,
+    then only that density trains."""
+    stages = {f"c6-eb1-L0-s{s}": "level_0", f"c6-eb1-L{IMP_LEVELS}-s{s}": f"level_{IMP_LEVELS}"}
+    return Job(f"c6-eb1-s{s}", "ticket", (*_aug_args("none"), "--seed", str(s), "--levels", str(IMP_LEVELS),
+                                          "--method", "omp", "--early-bird"), stages, seed=s)
+
+
+def c6_omp_job(s: int) -> Job:
+    """One-shot magnitude pruning of the fully trained dense run to 67.2 % sparsity (the one-shot draw of an
+    early-bird search whose masks never converge before the end of the dense run)."""
+    dense = c1_job(FULL, "none", s)
+    rid = f"c6-omp-L1-s{s}"
+    return Job(f"c6-omp-s{s}", "ticket", (*_aug_args("none"), "--seed", str(s), "--levels", "1", "--method", "omp",
+                                          "--set", f"prune.rate={OMP_RATE}", "--dense-from", "{run:" + dense.id + "}"),
+               {rid: "level_1"}, needs=(dense.id,), seed=s)
 
 
 def c6_eb_job(s: int) -> Job:
@@ -260,14 +307,28 @@ def _c5() -> Claim:
 
 def _c6() -> Claim:
     sp = f"{1 - 0.8 ** IMP_LEVELS:.1%}"
-    arms = (Arm("imp-L5", f"IMP_GD level {IMP_LEVELS} ({sp} sparse)", f"c2-imp-L{IMP_LEVELS}-s{{s}}"),
-            Arm("eb-L5", f"early-bird IMP_GD level {IMP_LEVELS} ({sp} sparse)", f"c6-eb-L{IMP_LEVELS}-s{{s}}"))
-    tests = (Test("eb-L5", "imp-L5", "match", f"the early-bird ticket ({sp} sparse) matches the IMP ticket"),)
+    L = IMP_LEVELS
+    arms = (Arm(f"imp-L{L}", f"IMP_GD level {L} ({sp} sparse)", f"c2-imp-L{L}-s{{s}}"),
+            Arm(f"eb-L{L}", f"iterative early-bird IMP_GD level {L} ({sp} sparse)", f"c6-eb-L{L}-s{{s}}"),
+            Arm(f"eb1-L{L}", f"one-shot early-bird ({sp} sparse)", f"c6-eb1-L{L}-s{{s}}"),
+            Arm(f"omp-L{L}", f"one-shot magnitude from the trained dense GAN ({sp} sparse)", "c6-omp-L1-s{s}"))
+    tests = []
+    for arm, what in ((f"eb-L{L}", "the iterative early-bird ticket"), (f"eb1-L{L}", "the one-shot early-bird ticket"),
+                      (f"omp-L{L}", "the one-shot (OMP) ticket")):
+        tests.append(Test(arm, f"imp-L{L}", "match", f"{what} ({sp} sparse) matches the IMP ticket"))
+        tests.append(Test(arm, f"imp-L{L}", "within", f"{what}: KID inside the IMP ticket's interval"))
+    imp_search = (f"c1-n{FULL}-none-s{{s}}", *[f"c2-imp-L{k}-s{{s}}" for k in range(1, L + 1)])
+    searches = (Search(f"imp-L{L}", imp_search),
+                Search(f"eb-L{L}", tuple(f"c6-eb-L{k}-s{{s}}" for k in range(0, L + 1)), f"imp-L{L}", 0.5),
+                Search(f"eb1-L{L}", (f"c6-eb1-L0-s{{s}}", f"c6-eb1-L{L}-s{{s}}"), f"imp-L{L}", 0.5),
+                Search(f"omp-L{L}", (f"c1-n{FULL}-none-s{{s}}", "c6-omp-L1-s{s}"), f"imp-L{L}", 0.5))
 
     def jobs(s):
-        return [c1_job(FULL, "none", s), c2_imp_job(s), c6_eb_job(s)]
-    return Claim("C6", "Early-bird tickets vs IMP tickets at 67.2 % sparsity (no augmentation, 5,085 images)",
-                 "Early-bird tickets (You et al., ICLR 2020); for GANs Kalibhat et al., AAAI 2021", arms, tests, jobs)
+        return [c1_job(FULL, "none", s), c2_imp_job(s), c6_eb_job(s), c6_eb1_job(s), c6_omp_job(s)]
+    return Claim("C6", f"Early-bird and one-shot tickets vs IMP tickets at {sp} sparsity, and their search compute "
+                 "(no augmentation, 5,085 images)",
+                 "Early-bird tickets (You et al., ICLR 2020); for GANs Kalibhat et al., AAAI 2021", arms, tuple(tests),
+                 jobs, tuple(searches))
 
 
 CLAIMS: dict[str, Claim] = {c.name: c for c in (_c1(), _c2(), _c3(), _c4(), _c5(), _c6())}

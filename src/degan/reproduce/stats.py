@@ -16,6 +16,11 @@ Verdicts (lower metric = better, as for KID and FID):
   when the upper end of the interval is below ``+margin``, **not reproduced** when the lower end is above 0 (the
   arm is measurably worse), **inconclusive** otherwise.
 
+- ``"within"`` claims (the arm scores inside the baseline's own interval, as in the goal "KID inside the IMP
+  ticket's interval"): **reproduced** when the arm's mean is at most the upper end of the baseline arm's 95 %
+  interval (inside it, or below it: better), **not reproduced** otherwise; :func:`within_verdict`. It needs >= 2
+  seeds of the baseline and is reported beside the paired test, never instead of it.
+
 The margin is a fraction of the baseline's mean (``rel_margin``, 10 % by default), stated with every verdict.
 """
 
@@ -28,6 +33,7 @@ import numpy as np
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 EXPECTATIONS = ("better", "match")
+WITHIN = "within"
 
 
 def t_quantile(df: int, level: float = 0.95) -> float:
@@ -132,3 +138,20 @@ def verdict(diff: Interval, expect: str, margin: float) -> str:
     if diff.low > 0:
         return NOT_REPRODUCED
     return INCONCLUSIVE
+
+
+def within_verdict(arm_mean: float | None, baseline: Interval, arm_n: int = 3, min_seeds: int = 3) -> str:
+    """Verdict of a ``"within"`` claim: is the arm's mean at most the upper end of the baseline's interval?
+
+    Args:
+        arm_mean: the arm's mean over its seeds (None: not run).
+        baseline: the baseline arm's mean and interval.
+        arm_n: how many seeds the arm's mean has; fewer than ``min_seeds`` (on either side) is inconclusive.
+
+    Returns:
+        :data:`REPRODUCED` (``arm_mean <= baseline.high``), :data:`NOT_REPRODUCED` (above it), or
+        :data:`INCONCLUSIVE` when the arm has no mean or either side has fewer than ``min_seeds`` seeds.
+    """
+    if arm_mean is None or baseline.high is None or arm_n < min_seeds or baseline.n < min_seeds:
+        return INCONCLUSIVE
+    return REPRODUCED if arm_mean <= baseline.high else NOT_REPRODUCED

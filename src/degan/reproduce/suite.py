@@ -31,7 +31,7 @@ from ..errors import DeganError
 from ..lottery.experiment import _cpu_model
 from ..fileio import atomic_path, read_json, write_json
 from .claims import METRICS, PRIMARY, SUITE_VERSION, Claim, Job, common_args, jobs_for
-from .stats import REPRODUCED, mean_interval, paired_difference, verdict
+from .stats import REPRODUCED, WITHIN, Interval, mean_interval, paired_difference, verdict, within_verdict
 
 Log = Callable[[str], None]
 REL_MARGIN = 0.10
@@ -411,14 +411,25 @@ def summarize_claim(claim: Claim, results: str | Path, seeds: list[int] | None =
             tests.append(row)
             continue
         base_mean = arms[t.baseline][PRIMARY].get("mean")
+        if t.expect == WITHIN:  # the arm's mean against the baseline's own interval (not a paired test)
+            b = arms[t.baseline][PRIMARY]
+            arm_mean = arms[t.arm][PRIMARY].get("mean")
+            row.update(diff=diff.to_dict(), seeds=shared, arm_mean=arm_mean,
+                       baseline_interval=[b.get("low"), b.get("high")],
+                       verdict=within_verdict(arm_mean, Interval(b.get("mean"), b.get("low"), b.get("high"),
+                                                                 b.get("n", 0), b.get("std")),
+                                              arm_n=arms[t.arm][PRIMARY].get("n", 0)))
+            tests.append(row)
+            continue
         margin = REL_MARGIN * abs(base_mean) if base_mean is not None else 0.0
         row.update(diff=diff.to_dict(), seeds=shared, margin=margin, rel_margin=REL_MARGIN,
                    verdict=verdict(diff, t.expect, margin) if t.expect else None)
         tests.append(row)
+    searches = summarize_searches(claim, runs)
     summary = {"claim": claim.name, "title": claim.title, "paper": claim.paper, "metric": PRIMARY,
                "metrics": [PRIMARY, *[m for m in METRICS if m != PRIMARY]],
                "interval": "Student t 95 % over seeds; paired differences over shared seeds",
-               "arms": arms, "tests": tests, "missing": missing,
+               "arms": arms, "tests": tests, "missing": missing, "searches": searches,
                "compute_core_seconds": round(core_seconds, 1),
                "reproduced": [t["statement"] for t in tests if t.get("verdict") == REPRODUCED]}
     out = Path(results)
@@ -426,6 +437,44 @@ def summarize_claim(claim: Claim, results: str | Path, seeds: list[int] | None =
     with contextlib.suppress(Exception):  # a plot failure must not lose the summary
         plot_claim(summary, out / f"{claim.name}.png")
     return summary
+
+
+def summarize_searches(claim: Claim, runs: dict[str, dict]) -> dict:
+    """The compute of each ticket search of ``claim`` (:class:`~degan.reproduce.claims.Search`), per seed: #RI and
+    training FLOPs (density-weighted, ``costs.train_flops_effective``) summed over every level the search trained,
+    and the ratio to the baseline search on the same seed. A seed counts only when every level of the search has
+    its result file.
+
+    Returns:
+        ``{arm: {"per_seed": {seed: {"real_images_shown", "train_flops", "levels"}}, "baseline", "at_most",
+        "ratio_ri": {seed: r}, "ratio_flops": {seed: r}, "ratio_flops_max", "cheap_enough"}}``; ``cheap_enough`` is
+        True when every seed's FLOPs ratio is at most ``at_most``, None without a ratio.
+    """
+    out: dict = {}
+    for sr in claim.searches:
+        per_seed: dict = {}
+        seeds = {r["seed"] for r in runs.values() if r.get("seed") is not None}
+        for seed in sorted(seeds):
+            rows = [runs.get(pat.format(s=seed)) for pat in sr.results]
+            if any(r is None for r in rows):
+                continue
+            per_seed[seed] = {
+                "real_images_shown": sum(int(r.get("real_images_shown") or 0) for r in rows),
+                "train_flops": sum(float((r.get("costs") or {}).get("train_flops_effective") or 0.0) for r in rows),
+                "levels": [r["result"] for r in rows]}
+        out[sr.arm] = {"per_seed": per_seed, "baseline": sr.baseline, "at_most": sr.at_most}
+    for arm, entry in out.items():
+        base = out.get(entry["baseline"] or "", {}).get("per_seed", {})
+        shared = sorted(set(entry["per_seed"]) & set(base))
+        entry["ratio_ri"] = {s: entry["per_seed"][s]["real_images_shown"] / base[s]["real_images_shown"]
+                             for s in shared if base[s]["real_images_shown"]}
+        entry["ratio_flops"] = {s: entry["per_seed"][s]["train_flops"] / base[s]["train_flops"]
+                                for s in shared if base[s]["train_flops"]}
+        ratios = list(entry["ratio_flops"].values())
+        entry["ratio_flops_max"] = max(ratios) if ratios else None
+        entry["cheap_enough"] = (None if not ratios or entry["at_most"] is None
+                                 else all(r <= entry["at_most"] for r in ratios))
+    return out
 
 
 def _mean(xs) -> float | None:
@@ -487,6 +536,16 @@ def _acc(arm: dict) -> str:
     return "—" if tr is None or ho is None else f"{tr:.0%} / {ho:.0%}"
 
 
+def _search_fmt(sr: dict) -> str:
+    """Mean #RI (kimg) and training FLOPs of a search over its seeds."""
+    ps = list((sr.get("per_seed") or {}).values())
+    if not ps:
+        return "—"
+    ri = sum(p["real_images_shown"] for p in ps) / len(ps) / 1000
+    fl = sum(p["train_flops"] for p in ps) / len(ps)
+    return f"{ri:,.0f} kimg, {fl:.3g} FLOPs (n={len(ps)})"
+
+
 def claims_table(summaries: list[dict]) -> str:
     """Markdown: one row per test of every claim (arm and baseline mean ± 95 % half-width, the paired difference
     with its interval, the verdict) and the runs still missing."""
@@ -503,8 +562,23 @@ def claims_table(summaries: list[dict]) -> str:
             v = t.get("verdict") or "reported"
             if t.get("expect") == "match" and d:
                 v += f" (margin {t['margin']:.4f})"
+            if t.get("expect") == WITHIN and d:
+                lo, hi = t.get("baseline_interval") or (None, None)
+                diff = (f"arm mean {t['arm_mean']:.4f} vs baseline interval "
+                        + (f"[{lo:.4f}, {hi:.4f}]" if hi is not None else "— (1 seed)"))
             lines.append(f"| {s['claim']} | {t['statement']} | {t['arm']}: {_fmt(arm.get(metric))} | "
                          f"{t['baseline']}: {_fmt(base.get(metric))} | {diff} | {v} | {_acc(arm)}, {_acc(base)} |")
+        for arm, sr in (s.get("searches") or {}).items():
+            base = (s.get("searches") or {}).get(sr.get("baseline") or "")
+            if base is None or sr.get("at_most") is None:
+                continue
+            ratios = sr.get("ratio_flops") or {}
+            v = ("not run" if not ratios else "reproduced" if sr.get("cheap_enough") else "not reproduced")
+            diff = ("—" if not ratios else f"FLOPs x{_mean(ratios.values()):.2f} (max x{max(ratios.values()):.2f}), "
+                    f"#RI x{_mean((sr.get('ratio_ri') or {}).values()):.2f}")
+            lines.append(f"| {s['claim']} | the {arm} search costs at most {sr['at_most']:g}x the {sr['baseline']} "
+                         f"search (training FLOPs, every level) | {arm}: {_search_fmt(sr)} | "
+                         f"{sr['baseline']}: {_search_fmt(base)} | {diff} | {v} | — |")
     missing = list(dict.fromkeys(m for s in summaries for m in s.get("missing", [])))  # shared arms once
     if missing:
         lines += ["", f"Runs not finished yet ({len(missing)}): " + ", ".join(missing[:40])
