@@ -72,6 +72,28 @@ def test_the_ticket_is_drawn_when_the_last_window_of_distances_is_below_eps(tmp_
     assert '"drawn_at_kimg": 0.05' in info
 
 
+def _draw(tmp_path, seq, eps):
+    state, ctx, tr = eb.EarlyBirdState(), Ctx(tmp_path), Trainer()
+    cb = eb.EarlyBird(ctx, state, lambda s: next(seq), every_kimg=0.01, eps=eps, window=2)
+    cb.on_train_start(tr)
+    while tr.state.cur_nimg < tr.total_nimg:
+        tr.advance(10)
+        cb.on_step_end(tr, {})
+    return state, ctx.exp.log.lines
+
+
+def test_a_draw_at_the_first_possible_check_far_below_eps_warns(tmp_path):
+    """Distances 0.2, 0.2 with eps 0.5: drawn at the first check that can draw, both below eps / 2 -> a warning that
+    the threshold, not the masks, decided; with eps 0.3 (distances not far below it) the same draw, no warning."""
+    seq = [masks(1, 1, 1, 1, 1, 0, 0, 0, 0, 0), masks(1, 1, 1, 1, 0, 1, 0, 0, 0, 0),
+           masks(1, 1, 1, 0, 1, 1, 0, 0, 0, 0)]
+    state, lines = _draw(tmp_path, iter(seq + [None]), eps=0.5)
+    assert state.drawn_at_nimg == 30
+    assert "first possible check" in lines[-1] and "prune.eb_eps=0.5" in lines[-1]
+    state, lines = _draw(tmp_path, iter(seq + [None]), eps=0.3)
+    assert state.drawn_at_nimg == 30 and not any("first possible check" in x for x in lines)
+
+
 def test_one_shot_early_bird_trains_only_the_dense_and_the_last_level():
     from degan.config import resolve, set_dotted
 

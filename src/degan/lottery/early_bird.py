@@ -117,6 +117,13 @@ class EarlyBird(Callback):
             self.ctx.exp.log(f"[degan] {self.ctx.stage.root.name}: early-bird ticket drawn at kimg {s.kimg:.1f} "
                              f"(the last {self.window} mask distances are below {self.eps:g}: "
                              + ", ".join(f"{d:.3f}" for d in recent) + "); the level stops here")
+            if len(st.history) == self.window + 1 and max(recent) < self.eps / 2:
+                # drawn at the first check that can draw, with every distance far below eps: the threshold, not the
+                # masks, decided the draw (benchmarks/early_bird_drift.py: a small GAN's masks drift steadily)
+                self.ctx.exp.log(f"[degan] warning: the draw came at the first possible check and every distance was "
+                                 f"below half of prune.eb_eps={self.eps:g}; the masks may still be moving. A "
+                                 "smaller prune.eb_eps (e.g. the distances' size / 2) or a longer "
+                                 "prune.eb_every_kimg draws later (docs/reproduce.md#early-bird-tickets)")
         write_json(self.ctx.stage.root / EB_JSON, {
             "eps": self.eps, "window": self.window, "every_kimg": self.every_nimg / 1000,
             "drawn_at_kimg": None if st.drawn_at_nimg is None else st.drawn_at_nimg / 1000, "history": st.history})
