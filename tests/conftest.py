@@ -49,3 +49,20 @@ def have_inception() -> bool:
     except DeganError:
         return False
     return True
+
+
+def pytest_addoption(parser):
+    parser.addoption("--channels-last", action="store_true",
+                     help="run every in-process training with G, D and G_ema channels-last (train.channels_last "
+                          "forced on, as on CUDA) to check each method under NHWC; the golden-hash cases skip")
+
+
+@pytest.fixture(autouse=True)
+def _force_channels_last(request, monkeypatch):
+    """With ``pytest --channels-last``: TrainConfig.channels_last_on answers True on every device."""
+    if request.config.getoption("--channels-last"):
+        from degan.config import TrainConfig
+
+        if request.node.module.__name__.endswith("test_golden"):
+            pytest.skip("golden hashes are recorded contiguous; --channels-last changes the kernels")
+        monkeypatch.setattr(TrainConfig, "channels_last_on", lambda self, device: True)

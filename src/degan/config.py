@@ -145,7 +145,9 @@ class TrainConfig:
             else fp32; :func:`degan.train.precision.auto_precision`); see :mod:`degan.train.precision`. Not part of
             the run hash: a run resumes only in its own precision. The default stays fp32 because every number in
             the README was made in fp32.
-        channels_last: NHWC memory format for G, D, G_ema (speed option, not hashed).
+        channels_last: NHWC memory format for G, D, G_ema: ``auto`` (on CUDA, where convolutions with tensor cores
+            run channels-last; off on CPU, where it changes every run's numerics for a small measured gain,
+            docs/speed.md), ``true`` or ``false`` (speed option, not hashed; :meth:`channels_last_on`).
         adam: Adam implementation ``auto`` | ``foreach`` | ``fused`` (CUDA) | ``for_loop`` (speed, not hashed).
         compile: ``torch.compile`` the plain forwards of G and D, never a double-backward pass (speed, not hashed).
         cudnn_benchmark: ``torch.backends.cudnn.benchmark`` (speed, not hashed).
@@ -172,11 +174,19 @@ class TrainConfig:
     keep_checkpoints: int = 2
     device: str = "auto"
     precision: str = "fp32"
-    channels_last: bool = False
+    channels_last: str = "auto"
     adam: str = "auto"
     compile: bool = False
     cudnn_benchmark: bool = False
     batch_gpu: str | None = None
+
+    def channels_last_on(self, device) -> bool:
+        """Whether G, D and G_ema run channels-last on ``device`` (a ``torch.device`` or its name; ``auto``: on CUDA
+        only)."""
+        v = str(self.channels_last).strip().lower()
+        if v == "auto":
+            return str(device).startswith("cuda")
+        return v == "true"
 
     def micro_batch(self) -> int | str | None:
         """``batch_gpu`` as a value: None (each process runs its whole share of the batch at once), ``"auto"``
@@ -854,6 +864,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.{e}") from None
     if cfg.train.ema_decay is not None and not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1) or null, got {cfg.train.ema_decay}")
+    if str(cfg.train.channels_last).strip().lower() not in ("auto", "true", "false"):
+        raise ConfigError(f"train.channels_last must be auto, true or false, got {cfg.train.channels_last!r}")
     mb = cfg.train.batch_gpu
     if mb is not None and mb != "auto" and not (mb.isdigit() and int(mb) >= 1):
         raise ConfigError(f"train.batch_gpu must be auto, null or an integer >= 1 (images per pass in each "

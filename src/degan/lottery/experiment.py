@@ -91,6 +91,7 @@ def repeat_conditions(cfg: RunConfig | None = None) -> dict:
         out.update(device=cfg.train.device, precision=cfg.train.precision, precision_resolved=resolved,
                    seed=cfg.train.seed,
                    subset_seed=cfg.data.subset_seed, eval_seed=cfg.eval.seed, channels_last=cfg.train.channels_last,
+                   channels_last_resolved=cfg.train.channels_last_on(resolve_device(cfg.train.device)),
                    compile=cfg.train.compile, cudnn_benchmark=cfg.train.cudnn_benchmark,
                    batch_gpu=cfg.train.batch_gpu)
     return out

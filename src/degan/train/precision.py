@@ -22,7 +22,8 @@ error unless forced (:func:`check_resume`).
 
 Speed options (train config; what is faster where is measured by ``benchmarks/train_speed.py``):
 
-- ``channels_last``: G, D and G_ema in NHWC memory format (helps conv on recent GPUs with fp16/bf16).
+- ``channels_last``: G, D and G_ema in NHWC memory format (helps conv on recent GPUs with fp16/bf16); the
+  config's ``auto`` turns it on for CUDA only (:meth:`degan.config.TrainConfig.channels_last_on`).
 - ``adam``: ``auto`` (PyTorch's default: foreach on CUDA, for-loop on CPU), ``foreach``, ``fused`` (CUDA only),
   ``for_loop``.
 - ``compile``: ``torch.compile`` of G's and D's plain forward passes. A call whose input requires grad while the
