@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A short GPU check (at most ~8 minutes on one H100): img/s and peak memory of each GPU preset at the paper's batch
-# (sngan32 b64 x 5 D steps, biggan 32 px b50 x 4, stylegan2 256 px b16; DiffAugment, fp32 and bf16), then a few
+# (sngan32 b64 x 5 D steps, biggan 32 px b50 x 4, stylegan2 256 px b16; DiffAugment, fp32, bf16 and fp32
+# channels-last, which decides train.channels_last=auto turning it on for CUDA), then a few
 # hundred iterations of the sngan32 ticket setting (dense level 0 + IMP level 1, 64 kimg each = 200 iterations of
 # 5 D steps x 64 reals) with FID/KID of 5k G_ema samples against the training images at the end.
 #
@@ -23,7 +24,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   TICKET=(--model dcgan --width 0.25 --batch 8 --kimg 0.064 --subset 64 --metrics kid50_train,fid50_train --num-gen 50
           --device cpu)
 else
-  SPEED=(--device cuda --presets diffaug --options fp32,bf16 --iters 20 --warmup 5 --no-reference --timeout 150
+  SPEED=(--device cuda --presets diffaug --options fp32,bf16,channels_last --iters 20 --warmup 5 --no-reference --timeout 150
          --out "$OUT/train_speed_cuda.json")
   TICKET=(--preset sngan32 --kimg 64 --metrics fid5k_train,kid5k_train --num-gen 5000 --device cuda)
 fi
