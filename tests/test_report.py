@@ -10,7 +10,7 @@ from PIL import Image
 
 from degan.config import RunConfig, dump_yaml, replace
 from degan.report import collect, fid_vs_density, table, write_report
-from degan.report.summary import format_flops
+from degan.report.summary import format_flops, search_compute
 
 FID = "fid500_train"
 KID = "kid500_train"
@@ -97,6 +97,24 @@ def test_collect_and_table_cover_levels_and_branches(tmp_path):
     assert lv1["train FLOPs (dense)"] == "-" and lv1["train FLOPs (effective)"] == "-"  # no costs recorded
     lv4 = dict(zip(head, body["level_4"]))
     assert lv4["density G"] == "unfinished" and lv4[FID] == "-"
+
+
+def test_search_compute_sums_levels_and_skips_branches(tmp_path):
+    """Levels 0..3 of make_run: #RI accumulates 120k per level; level 1 has no FLOPs, so the sum is unknown from
+    there on; the branch is not part of any search; the unfinished level 4 ends the list."""
+    run = make_run(tmp_path / "run")
+    found = search_compute(collect(run))
+    assert [f["level"] for f in found] == [0, 1, 2, 3]
+    assert [f["real_images_shown"] for f in found] == [120_000, 240_000, 360_000, 480_000]
+    assert found[0]["train_flops"] == pytest.approx(1.2e15) and found[1]["train_flops"] is None
+    assert found[2]["train_flops"] is None and found[3]["train_flops"] is None
+    one = make_run(tmp_path / "one")  # with level 1's costs the sums are exact
+    (one / "level_1" / "done.json").write_text(json.dumps({**json.loads((one / "level_1" / "done.json").read_text()),
+                                                           "costs": _costs(0.8)}))
+    sums = [f["train_flops"] for f in search_compute(collect(one))]
+    assert sums == pytest.approx([1.2e15 * sum(0.8 ** j for j in range(k + 1)) for k in range(4)])
+    text = write_report(one).read_text()
+    assert "## Search compute" in text and "| 3 | 480,000 |" in text
 
 
 def test_format_flops():

@@ -129,6 +129,40 @@ def table(rows: list[dict]) -> tuple[str, list[str]]:
     return "\n".join(lines), cols
 
 
+def search_compute(rows: list[dict]) -> list[dict]:
+    """The compute of the ticket search up to each level: #RI and effective training FLOPs summed over the levels
+    0..k that the level-k ticket needed (branches, which no later level needs, are left out).
+
+    Returns:
+        ``[{"level": k, "real_images_shown": int, "train_flops": float | None}, ...]`` for the finished levels in
+        order, stopping at the first unfinished one (a later level's search is not complete without it); empty for a
+        run with a single level.
+    """
+    levels = sorted((r for r in rows if not r.get("branch")), key=lambda r: r.get("level") or 0)
+    out, ri, flops = [], 0, 0.0
+    for r in levels:
+        if r.get("status") != "done":
+            break
+        ri += int(r.get("real_images_shown") or 0)
+        eff = (r.get("costs") or {}).get("train_flops_effective")
+        flops = None if flops is None or eff is None else flops + float(eff)
+        out.append({"level": r.get("level"), "real_images_shown": ri, "train_flops": flops})
+    return out if len(out) > 1 else []
+
+
+def _search_lines(rows: list[dict]) -> list[str]:
+    found = search_compute(rows)
+    if not found:
+        return []
+    lines = ["", "## Search compute", "",
+             "What the ticket at each level cost, its own training included: #RI and effective training FLOPs summed "
+             "over levels 0..k "
+             "(early-bird levels count up to their draw).", "",
+             "| level | #RI (levels 0..k) | train FLOPs (effective, levels 0..k) |", "|---|---|---|"]
+    lines += [f"| {f['level']} | {f['real_images_shown']:,} | {format_flops(f['train_flops'])} |" for f in found]
+    return lines
+
+
 def _plot_network(run_root: Path) -> str:
     """``D`` when the run's config prunes D only, else ``G``."""
     from ..config import load_file
@@ -202,6 +236,7 @@ def write_report(run_root: str | Path) -> Path:
            "#RI = real images shown to D. Training FLOPs: dense = the same schedule with dense networks, effective = "
            "counting only the unpruned weights (the percentage is effective / dense). Wall time = training loop "
            "(incl. snapshots) + evaluation (generating and scoring the samples). " + evaluated]
+    out += _search_lines(rows)
     if protocol:
         out += ["", "Metric protocol: " + ", ".join(f"{k} = {v}" for k, v in protocol.items() if v is not None)]
 
