@@ -142,21 +142,34 @@ def test_nan_loss_still_stops_training_under_bf16():
         tr.run()
 
 
-def test_checkpoint_records_precision_and_resume_mismatch(tmp_path):
+def test_checkpoint_records_precision_and_resume_mismatch(tmp_path, monkeypatch):
+    import degan.train.precision as prec
+
     runner = CliRunner()
     args = ["train", "--outdir", str(tmp_path), *TINY_CLI, "--kimg", "0.064", "--device", "cpu"]
     res = runner.invoke(main, [*args, "--precision", "bf16"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    (run_dir,) = list(tmp_path.iterdir())  # precision is not in the run hash: one folder
-    stage = run_dir / "level_0"
+    (bf16_dir,) = list(tmp_path.iterdir())
+    res = runner.invoke(main, args, catch_exceptions=False)  # fp32: another run, not "already finished"
+    assert res.exit_code == 0 and "already finished" not in res.output, res.output
+    assert len(list(tmp_path.iterdir())) == 2
+    ckpts = sorted((bf16_dir / "level_0" / "checkpoints").glob("ckpt-*.pt"))
+    assert torch.load(ckpts[-1], weights_only=True)["state"]["extras"]["precision"]["mode"] == "bf16"
+
+    # one folder, two precisions: `auto` resolved to bf16 on one machine and to fp32 on another
+    monkeypatch.setattr(prec, "auto_precision", lambda model, device: ("bf16", "auto: bf16 (test)"))
+    res = runner.invoke(main, [*args, "--precision", "auto"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    (auto_dir,) = [d for d in tmp_path.iterdir() if "precision: auto" in (d / "config.yaml").read_text()]
+    stage = auto_dir / "level_0"
     ckpts = sorted((stage / "checkpoints").glob("ckpt-*.pt"))
-    sd = torch.load(ckpts[-1], weights_only=True)["state"]
-    assert sd["extras"]["precision"]["mode"] == "bf16"
     (stage / "done.json").unlink()
     ckpts[-1].unlink()
-    res = runner.invoke(main, [*args, "--resume", "latest"])  # default fp32 != bf16
+    monkeypatch.setattr(prec, "auto_precision", lambda model, device: ("fp32", "auto: fp32 (test)"))
+    res = runner.invoke(main, [*args, "--precision", "auto", "--resume", "latest"])
     assert res.exit_code == 2 and "trained with precision bf16" in res.output and "--force" in res.output
-    res = runner.invoke(main, [*args, "--resume", "latest", "--force"], catch_exceptions=False)
+    res = runner.invoke(main, [*args, "--precision", "auto", "--resume", "latest", "--force"],
+                        catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert json.loads((stage / "done.json").read_text())["real_images_shown"] == 64
     with pytest.raises(CheckpointError):

@@ -212,20 +212,24 @@ def test_tiny_suite_end_to_end_is_idempotent(tmp_path, tiny_npz, monkeypatch):
 
 
 def test_two_jobs_in_one_run_folder_are_refused(tmp_path, tiny_npz):
-    """train.precision is outside the run hash: without a subdir a bf16 job would resume the fp32 run's folder."""
+    """Speed options are outside the run hash: without a subdir a channels-last job would resume the other run's
+    folder; a bf16 job (precision is in the hash unless fp32) gets a folder of its own."""
     from degan.errors import DeganError
     from degan.reproduce.claims import Arm, Claim, Job
 
     a = Job("a-s0", "train", ("--seed", "0"), {"a-s0": "level_0"})
-    b = Job("b-s0", "train", ("--seed", "0", "--precision", "bf16"), {"b-s0": "level_0"})
-    c = Job("c-s0", "train", ("--seed", "0", "--precision", "bf16"), {"c-s0": "level_0"}, subdir="bf16")
-    claim = Claim("CX", "t", "p", (Arm("a", "a", "a-s{s}"),), (), lambda s: [a, b, c])
+    nhwc = ("--seed", "0", "--set", "train.channels_last=true")
+    b = Job("b-s0", "train", nhwc, {"b-s0": "level_0"})
+    c = Job("c-s0", "train", nhwc, {"c-s0": "level_0"}, subdir="nhwc")
+    d = Job("d-s0", "train", ("--seed", "0", "--precision", "bf16"), {"d-s0": "level_0"})
+    claim = Claim("CX", "t", "p", (Arm("a", "a", "a-s{s}"),), (), lambda s: [a, b, c, d])
     s = suite_mod.Suite([claim], [0], tiny_npz, tmp_path / "runs", tmp_path / "res", log=lambda m: None,
                        resolve_folder=dry_run_folder)
     fa = s.folder("a-s0")
     with pytest.raises(DeganError, match="same run folder"):
         s.folder("b-s0")
-    assert s.folder("c-s0") == tmp_path / "runs" / "bf16" / fa.name
+    assert s.folder("c-s0") == tmp_path / "runs" / "nhwc" / fa.name
+    assert s.folder("d-s0").parent == fa.parent and s.folder("d-s0") != fa
 
 
 def test_subprocess_and_in_process_run_folders_agree(tmp_path, tiny_npz):

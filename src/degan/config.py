@@ -142,9 +142,10 @@ class TrainConfig:
         device: ``cpu``, ``cuda`` or ``auto``.
         precision: ``fp32``, ``bf16`` (autocast, CPU and CUDA), ``fp16`` (CUDA, with loss scaling) or ``auto``
             (bf16 where the hardware has bf16 units and claims suite C5 found no quality loss for the model family,
-            else fp32; :func:`degan.train.precision.auto_precision`); see :mod:`degan.train.precision`. Not part of
-            the run hash: a run resumes only in its own precision. The default stays fp32 because every number in
-            the README was made in fp32.
+            else fp32; :func:`degan.train.precision.auto_precision`); see :mod:`degan.train.precision`. Part of
+            the run hash unless fp32 (a bf16 run gets its own folder, fp32 folders keep their names); a run resumes
+            only in its own precision. The
+            default stays fp32 because every number in the README was made in fp32.
         channels_last: NHWC memory format for G, D, G_ema: ``auto`` (on CUDA, where convolutions with tensor cores
             run channels-last; off on CPU, where it changes every run's numerics for a small measured gain,
             docs/speed.md), ``true`` or ``false`` (speed option, not hashed; :meth:`channels_last_on`).
@@ -1006,15 +1007,16 @@ def non_default(cfg: Any, default: Any | None = None, prefix: str = "") -> dict:
 
 def config_hash(cfg: Any, ignore: tuple[str, ...] = ("name", "eval.", "prune.levels", "train.snap_kimg",
                                                           "train.log_kimg", "train.keep_checkpoints",
-                                                          "train.device", "train.precision",
-                                                          "train.channels_last", "train.adam", "train.compile",
+                                                          "train.device", "train.channels_last", "train.adam", "train.compile",
                                                           "train.cudnn_benchmark", "train.batch_gpu")) -> str:
     """8-hex-digit hash of the non-default fields of ``cfg`` (any config dataclass whose fields all have defaults)
     that change what is trained; ``ignore`` lists dotted keys or prefixes (``"eval."``) left out.
 
     Excluded: the label ``name``, evaluation settings, the number of IMP levels (more levels extend the same
-    run, as in open_lth) and bookkeeping (snapshot/log periods, device, precision and speed options: a run can
-    resume on another machine or world size; resuming in another precision is refused at load time).
+    run, as in open_lth) and bookkeeping (snapshot/log periods, device and speed options: a run can resume on
+    another machine or world size). ``train.precision`` counts when it is not the default ``fp32`` (``bf16``,
+    ``fp16``, ``auto``: a run in another precision trains other numbers, so it gets its own folder; fp32 run
+    folders keep their names); resuming a checkpoint in another precision is refused at load time.
     """
     items = {k: v for k, v in non_default(cfg).items() if not any(k == i or k.startswith(i) for i in ignore)}
     blob = json.dumps(items, sort_keys=True, default=str).encode()

@@ -73,9 +73,9 @@ class Job:
         stages: ``{result id: stage folder name}`` this job writes (``level_0``, ``level_3_random_mask``).
         needs: job ids that must be finished first.
         parent: for ``branch`` jobs, the job whose run folder the branch is written into.
-        subdir: a folder under the suite's outdir for this job's run; needed where the run folder name (the
-            config hash) does not tell two jobs apart: ``train.precision`` is outside the hash, so that a run can
-            resume on another machine, and a bf16 run would otherwise share the fp32 run's folder.
+        subdir: a folder under the suite's outdir for this job's run, where the run folder name (the config
+            hash) might not tell two jobs apart. C5's bf16 run keeps its ``bf16/`` folder from the time when
+            ``train.precision`` was outside the hash (it is in the hash now, unless fp32).
     """
 
     id: str
