@@ -45,7 +45,7 @@ def test_nan_stops_keeps_the_checkpoint_and_lower_lr_continues_past_it(tmp_path,
     calls = _inject_nan(monkeypatch, NAN_AT)
     res = _invoke(_args(data, tmp_path / "runs"))
     assert calls["n"] == NAN_AT  # stopped at the first NaN
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 3, res.output  # diverged (bad input would be 2)
     (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     stage = run / "level_0"
     last = stage / "checkpoints" / "ckpt-000000096.pt"

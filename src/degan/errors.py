@@ -22,7 +22,11 @@ class CheckpointError(DeganError, ValueError):
 
 
 class TrainingDivergedError(DeganError, RuntimeError):
-    """A loss became NaN or inf; the run stopped keeping its last good checkpoint."""
+    """A loss became NaN or inf; the run stopped keeping its last good checkpoint. CLI exit code 3 (not 2, which
+    is bad input), so a script can tell "this training diverged: change the optimizer settings" from "this command
+    was wrong"."""
+
+    exit_code = 3
 
 
 class DiskFullError(DeganError, OSError):
