@@ -57,12 +57,19 @@ def pytest_addoption(parser):
                           "forced on, as on CUDA) to check each method under NHWC; the golden-hash cases skip")
 
 
-@pytest.fixture(autouse=True)
-def _force_channels_last(request, monkeypatch):
-    """With ``pytest --channels-last``: TrainConfig.channels_last_on answers True on every device."""
-    if request.config.getoption("--channels-last"):
+def pytest_configure(config):
+    """With ``pytest --channels-last``: TrainConfig.channels_last_on answers True on every device, for the whole
+    session (session fixtures' runs too)."""
+    if config.getoption("--channels-last"):
         from degan.config import TrainConfig
 
-        if request.node.module.__name__.endswith("test_golden"):
-            pytest.skip("golden hashes are recorded contiguous; --channels-last changes the kernels")
-        monkeypatch.setattr(TrainConfig, "channels_last_on", lambda self, device: True)
+        TrainConfig.channels_last_on = lambda self, device: True
+
+
+@pytest.fixture(autouse=True)
+def _skip_under_channels_last(request):
+    """Under ``--channels-last`` the golden hashes (recorded contiguous) and the tests of the auto rule itself skip."""
+    if request.config.getoption("--channels-last") and request.node.module.__name__.endswith(
+            ("test_golden", "test_channels_last")):
+        pytest.skip("--channels-last forces channels_last_on; golden hashes are contiguous, the auto rule is tested "
+                    "without it")

@@ -36,6 +36,7 @@ def test_auto_run_records_the_resolved_precision(tmp_path, monkeypatch):
     import json
 
     monkeypatch.setattr(P, "has_bf16_units", lambda device: True)
+    monkeypatch.setattr("degan.lottery.techniques._AUTO_SAID", set())  # said once per process: say it here
     out = tmp_path / "runs"
     res = CliRunner().invoke(main, ["train", "--data", "faces100", "--model", "dcgan", "--width", "0.125",
                                     "--kimg", "0.064", "--batch", "8", "--metrics", "none", "--precision", "auto",
