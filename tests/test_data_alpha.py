@@ -323,3 +323,15 @@ def test_train_and_generate_rgba_end_to_end(tmp_path):
     _cli(["generate", run, "--seeds", "0-2", "--grid", tmp_path / "g.png", "--images", tmp_path / "im"])
     assert Image.open(tmp_path / "g.png").mode == "RGBA"
     assert sorted(Image.open(p).mode for p in (tmp_path / "im").glob("*.png")) == ["RGBA"] * 3
+
+
+def test_one_colour_has_one_spelling_and_one_run_hash():
+    """'#FF8800' and '#ff8800' (and 'Black' and the default 'black') are the same background: the same config, the
+    same run folder."""
+    from degan.config import RunConfig, config_hash, merge, set_dotted
+
+    cfgs = [set_dotted(RunConfig(), "data.background", v) for v in ("#FF8800", "#ff8800")]
+    cfgs.append(merge(RunConfig(), {"data": {"background": " #Ff8800 "}}))
+    assert {c.data.background for c in cfgs} == {"#ff8800"}
+    assert len({config_hash(c) for c in cfgs}) == 1
+    assert config_hash(set_dotted(RunConfig(), "data.background", "Black")) == config_hash(RunConfig())

@@ -825,7 +825,8 @@ def _validate_stylegan_options(cfg: RunConfig) -> None:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check value ranges and choices that the types alone do not capture.
+    """Check value ranges and choices that the types alone do not capture; returns ``cfg`` with spellings made
+    canonical (``data.background`` lower case), so that one setting has one run hash.
 
     Raises:
         ConfigError: naming the field, the value and what is allowed.
@@ -860,9 +861,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     from .data.formats import parse_background
 
     try:
-        parse_background(cfg.data.background)
+        background = parse_background(cfg.data.background)
     except ValueError as e:
         raise ConfigError(f"data.{e}") from None
+    if background != cfg.data.background:  # one spelling per colour: '#FF8800' and '#ff8800' are the same run
+        cfg = replace(cfg, data=replace(cfg.data, background=background))
     if cfg.train.ema_decay is not None and not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1) or null, got {cfg.train.ema_decay}")
     if str(cfg.train.channels_last).strip().lower() not in ("auto", "true", "false"):
