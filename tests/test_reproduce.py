@@ -114,6 +114,14 @@ def test_search_compute_sums_every_level_and_compares_per_seed(tmp_path):
     assert within["eb1-L5"]["verdict"] == want
     table = suite_mod.claims_table([summary])
     assert "the eb1-L5 search costs at most 0.5x the imp-L5 search" in table and "reproduced" in table
+    # a level without its FLOP count: that seed's search has no FLOPs and no FLOPs ratio (never a silent 0)
+    r = json.loads((runs / "c6-eb1-L5-s0.json").read_text())
+    r["costs"] = {}
+    (runs / "c6-eb1-L5-s0.json").write_text(json.dumps(r))
+    sr = suite_mod.summarize_claim(CLAIMS["C6"], tmp_path, [0, 1, 2])["searches"]["eb1-L5"]
+    assert sr["per_seed"][0]["train_flops"] is None
+    assert sorted(sr["ratio_flops"]) == [1, 2]
+    assert sr["ratio_ri"][0] == pytest.approx(92_000 / 480_000)
 
 
 def test_claims_cover_c1_to_c5_with_consistent_arms_and_jobs():

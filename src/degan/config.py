@@ -144,8 +144,7 @@ class TrainConfig:
             (bf16 where the hardware has bf16 units and claims suite C5 found no quality loss for the model family,
             else fp32; :func:`degan.train.precision.auto_precision`); see :mod:`degan.train.precision`. Part of
             the run hash unless fp32 (a bf16 run gets its own folder, fp32 folders keep their names); a run resumes
-            only in its own precision. The
-            default stays fp32 because every number in the README was made in fp32.
+            only in its own precision. The default stays fp32 because every number in the README was made in fp32.
         channels_last: NHWC memory format for G, D, G_ema: ``auto`` (on CUDA, where convolutions with tensor cores
             run channels-last; off on CPU, where it changes every run's numerics for a small measured gain,
             docs/speed.md), ``true`` or ``false`` (speed option, not hashed; :meth:`channels_last_on`).
@@ -1010,8 +1009,9 @@ def non_default(cfg: Any, default: Any | None = None, prefix: str = "") -> dict:
 
 def config_hash(cfg: Any, ignore: tuple[str, ...] = ("name", "eval.", "prune.levels", "train.snap_kimg",
                                                           "train.log_kimg", "train.keep_checkpoints",
-                                                          "train.device", "train.channels_last", "train.adam", "train.compile",
-                                                          "train.cudnn_benchmark", "train.batch_gpu")) -> str:
+                                                          "train.device", "train.channels_last", "train.adam",
+                                                          "train.compile", "train.cudnn_benchmark",
+                                                          "train.batch_gpu")) -> str:
     """8-hex-digit hash of the non-default fields of ``cfg`` (any config dataclass whose fields all have defaults)
     that change what is trained; ``ignore`` lists dotted keys or prefixes (``"eval."``) left out.
 

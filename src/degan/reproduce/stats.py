@@ -18,8 +18,8 @@ Verdicts (lower metric = better, as for KID and FID):
 
 - ``"within"`` claims (the arm scores inside the baseline's own interval, as in the goal "KID inside the IMP
   ticket's interval"): **reproduced** when the arm's mean is at most the upper end of the baseline arm's 95 %
-  interval (inside it, or below it: better), **not reproduced** otherwise; :func:`within_verdict`. It needs >= 2
-  seeds of the baseline and is reported beside the paired test, never instead of it.
+  interval (inside it, or below it: better), **not reproduced** otherwise; :func:`within_verdict`. It needs >= 3
+  seeds on both sides (else inconclusive) and is reported beside the paired test, never instead of it.
 
 The margin is a fraction of the baseline's mean (``rel_margin``, 10 % by default), stated with every verdict.
 """

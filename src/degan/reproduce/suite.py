@@ -443,7 +443,7 @@ def summarize_searches(claim: Claim, runs: dict[str, dict]) -> dict:
     """The compute of each ticket search of ``claim`` (:class:`~degan.reproduce.claims.Search`), per seed: #RI and
     training FLOPs (density-weighted, ``costs.train_flops_effective``) summed over every level the search trained,
     and the ratio to the baseline search on the same seed. A seed counts only when every level of the search has
-    its result file.
+    its result file; its FLOPs are None (and it has no FLOPs ratio) when a level lacks its FLOP count.
 
     Returns:
         ``{arm: {"per_seed": {seed: {"real_images_shown", "train_flops", "levels"}}, "baseline", "at_most",
@@ -451,16 +451,17 @@ def summarize_searches(claim: Claim, runs: dict[str, dict]) -> dict:
         True when every seed's FLOPs ratio is at most ``at_most``, None without a ratio.
     """
     out: dict = {}
+    seeds = sorted({r["seed"] for r in runs.values() if r.get("seed") is not None})
     for sr in claim.searches:
         per_seed: dict = {}
-        seeds = {r["seed"] for r in runs.values() if r.get("seed") is not None}
-        for seed in sorted(seeds):
+        for seed in seeds:
             rows = [runs.get(pat.format(s=seed)) for pat in sr.results]
             if any(r is None for r in rows):
                 continue
+            flops = [(r.get("costs") or {}).get("train_flops_effective") for r in rows]
             per_seed[seed] = {
                 "real_images_shown": sum(int(r.get("real_images_shown") or 0) for r in rows),
-                "train_flops": sum(float((r.get("costs") or {}).get("train_flops_effective") or 0.0) for r in rows),
+                "train_flops": None if any(f is None for f in flops) else sum(float(f) for f in flops),
                 "levels": [r["result"] for r in rows]}
         out[sr.arm] = {"per_seed": per_seed, "baseline": sr.baseline, "at_most": sr.at_most}
     for arm, entry in out.items():
@@ -469,7 +470,8 @@ def summarize_searches(claim: Claim, runs: dict[str, dict]) -> dict:
         entry["ratio_ri"] = {s: entry["per_seed"][s]["real_images_shown"] / base[s]["real_images_shown"]
                              for s in shared if base[s]["real_images_shown"]}
         entry["ratio_flops"] = {s: entry["per_seed"][s]["train_flops"] / base[s]["train_flops"]
-                                for s in shared if base[s]["train_flops"]}
+                                for s in shared if base[s]["train_flops"] and entry["per_seed"][s]["train_flops"]
+                                is not None}
         ratios = list(entry["ratio_flops"].values())
         entry["ratio_flops_max"] = max(ratios) if ratios else None
         entry["cheap_enough"] = (None if not ratios or entry["at_most"] is None
@@ -542,8 +544,8 @@ def _search_fmt(sr: dict) -> str:
     if not ps:
         return "—"
     ri = sum(p["real_images_shown"] for p in ps) / len(ps) / 1000
-    fl = sum(p["train_flops"] for p in ps) / len(ps)
-    return f"{ri:,.0f} kimg, {fl:.3g} FLOPs (n={len(ps)})"
+    fl = _mean(p["train_flops"] for p in ps)
+    return f"{ri:,.0f} kimg, " + ("FLOPs unknown" if fl is None else f"{fl:.3g} FLOPs") + f" (n={len(ps)})"
 
 
 def claims_table(summaries: list[dict]) -> str:
@@ -574,7 +576,7 @@ def claims_table(summaries: list[dict]) -> str:
                 continue
             ratios = sr.get("ratio_flops") or {}
             v = ("not run" if not ratios else "reproduced" if sr.get("cheap_enough") else "not reproduced")
-            diff = ("—" if not ratios else f"FLOPs x{_mean(ratios.values()):.2f} (max x{max(ratios.values()):.2f}), "
+            diff = ("—" if not ratios else f"FLOPs x{_mean(ratios.values()):.2f} (max x{sr['ratio_flops_max']:.2f}), "
                     f"#RI x{_mean((sr.get('ratio_ri') or {}).values()):.2f}")
             lines.append(f"| {s['claim']} | the {arm} search costs at most {sr['at_most']:g}x the {sr['baseline']} "
                          f"search (training FLOPs, every level) | {arm}: {_search_fmt(sr)} | "
