@@ -140,3 +140,51 @@ def test_early_bird_refuses_random_pruning(tmp_path):
     res = CliRunner().invoke(main, ["ticket", "--data", "faces100", "--outdir", str(tmp_path), *TINY, "--method",
                                     "random", "--early-bird"])
     assert res.exit_code == 2 and "needs a magnitude method" in res.output
+
+
+@pytest.mark.parametrize("method, source", [("imp_global", {1: 0, 2: 1}), ("omp", {2: 0})])
+def test_rewind_draw_starts_each_level_from_the_weights_its_mask_was_drawn_from(tmp_path, monkeypatch, method, source):
+    from click.testing import CliRunner
+
+    import degan.lottery.runner as runner
+    from degan.cli import main
+    from degan.lottery.experiment import final_state
+    from degan.lottery.layout import RunLayout
+
+    starts, real = {}, runner.run_stage
+
+    def spy(exp, stage, start, masks, **kw):
+        starts[stage.level] = {n: {k: v.clone() for k, v in start[n].items()} for n in ("G", "D")}
+        return real(exp, stage, start, masks, **kw)
+
+    monkeypatch.setattr(runner, "run_stage", spy)
+    res = CliRunner().invoke(main, ["ticket", "--data", "faces100", "--outdir", str(tmp_path), *TINY, "--kimg", "0.2",
+                                    "--levels", "2", "--method", method, "--early-bird", "--rewind", "draw", "--set",
+                                    "prune.eb_every_kimg=0.008", "--set", "prune.eb_eps=0.99", "--set",
+                                    "prune.eb_window=2"])
+    assert res.exit_code == 0, res.output
+    run = RunLayout(next(tmp_path.glob("ticket-*")))
+    assert sorted(starts) == [0, *source]
+    for level, src in source.items():
+        drawn = final_state(run.level(src))
+        for net in ("G", "D"):
+            for key, w in starts[level][net].items():
+                if key.endswith("weight_orig") or key.endswith(".weight"):
+                    torch.testing.assert_close(w, drawn[net][key])
+        # and not theta_0: the dense level trained before the draw
+        moved = [k for k, w in starts[level]["G"].items() if w.is_floating_point()
+                 and not torch.equal(w, starts[0]["G"][k])]
+        assert moved, "the level started from theta_0, not from the draw"
+
+
+def test_rewind_draw_needs_early_bird(tmp_path):
+    from click.testing import CliRunner
+
+    from degan.cli import main
+    from degan.config import parse_rewind
+
+    assert parse_rewind("draw") == ("draw", 0.0)
+    res = CliRunner().invoke(main, ["ticket", "--data", "faces100", "--outdir", str(tmp_path), *TINY, "--levels", "1",
+                                    "--rewind", "draw"])
+    assert res.exit_code == 2 and "needs --early-bird" in res.output
+    assert not list(tmp_path.iterdir())  # refused before a run folder was written

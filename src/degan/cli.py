@@ -452,8 +452,9 @@ def _resume_arg(resume: str | None, command: str) -> bool | Path:
               help="early-bird tickets: each pruned level stops once its magnitude masks stop changing (prune.eb_*); "
                    "with --method omp only the dense level (to the draw) and the last level train  [default: off]")
 @click.option("--rewind", type=str, default=None,
-              help="rewind point of later levels: init (theta_0), or late rewinding to the dense run at kimg:<x>, "
-                   "step:<n> or <p>%  [default: init]")
+              help="rewind point of later levels: init (theta_0), late rewinding to the dense run at kimg:<x>, "
+                   "step:<n> or <p>%, or with --early-bird draw (go on from the weights the mask was drawn from)  "
+                   "[default: init]")
 @click.option("--d-reset", type=str, default=None,
               help="D at the start of levels >= 1: rewind (same point as G), trained (dense trained D), seed:<n>  "
                    "[default: rewind]")

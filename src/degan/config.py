@@ -219,8 +219,10 @@ class PruneConfig:
         mask_source: rank the weights of the trained raw ``G`` or of ``G_ema``.
         rewind: where the kept weights of G and D go back to before each level trains: ``init`` (theta_0 / phi_0,
             the winning-ticket rewind), or late rewinding to the dense run's (level 0) weights at ``kimg:<x>``,
-            ``step:<n>`` (G steps) or ``<p>%`` of level 0's training (5 / 10 / 20 % in GAN-LTH); optimizer
-            state is not restored.
+            ``step:<n>`` (G steps) or ``<p>%`` of level 0's training (5 / 10 / 20 % in GAN-LTH); with
+            ``early_bird``, also ``draw``: each level starts from the weights its mask was drawn from (the previous
+            trained level at its early-bird draw; You et al.'s EB Train, which continues training the drawn ticket).
+            Optimizer state is not restored.
         d_reset: D's weights at the start of each level k >= 1: ``rewind`` (same point as G: phi_0 or the late
             rewinding point), ``trained`` (the dense trained D of level 0), or ``seed:<n>`` (a fresh init drawn
             with seed n).
@@ -273,15 +275,16 @@ def variant_name(prune: PruneConfig) -> str:
 
 
 def parse_rewind(text: str) -> tuple[str, float]:
-    """``"init"`` -> ("init", 0); ``"kimg:6"`` -> ("kimg", 6.0); ``"step:200"`` -> ("step", 200); ``"5%"`` -> ("pct", 5).
+    """``"init"`` -> ("init", 0); ``"kimg:6"`` -> ("kimg", 6.0); ``"step:200"`` -> ("step", 200); ``"5%"`` -> ("pct", 5);
+    ``"draw"`` -> ("draw", 0) (the early-bird draw point; :func:`validate` allows it only with ``prune.early_bird``).
 
     Raises:
         ConfigError: any other form.
     """
     t = str(text).strip()
     try:
-        if t == "init":
-            return "init", 0.0
+        if t in ("init", "draw"):
+            return t, 0.0
         if t.endswith("%"):
             v = float(t[:-1])
             if not 0.0 < v < 100.0:
@@ -292,8 +295,8 @@ def parse_rewind(text: str) -> tuple[str, float]:
             return kind, float(val)
     except ValueError:
         pass
-    raise ConfigError(f"prune.rewind={text!r} is not valid; use init, kimg:<x>, step:<n> or <p>% "
-                      "(e.g. 5% for late rewinding to 5 % of the dense run)")
+    raise ConfigError(f"prune.rewind={text!r} is not valid; use init, kimg:<x>, step:<n>, <p>% "
+                      "(e.g. 5% for late rewinding to 5 % of the dense run) or, with --early-bird, draw")
 
 
 ADVAUG_DIRECTIONS = ("worst_case", "reference")
@@ -1186,7 +1189,20 @@ def resolve(preset: str | None = None, file: str | None = None, sets: tuple[str,
     if overrides:
         cfg = merge(cfg, overrides)
     check_classes(cfg)  # across sources: --set model.num_classes=10 may come before the --cond flag
+    check_rewind(cfg)  # across sources: --rewind draw may come before --early-bird
     return validate(cfg)
+
+
+def check_rewind(cfg: RunConfig) -> None:
+    """``prune.rewind=draw`` needs ``prune.early_bird`` (checked once every source is merged).
+
+    Raises:
+        ConfigError: ``draw`` without early-bird.
+    """
+    if parse_rewind(cfg.prune.rewind)[0] == "draw" and not cfg.prune.early_bird:
+        raise ConfigError("prune.rewind=draw starts each level from the weights its early-bird mask was drawn from; "
+                          "it needs --early-bird (prune.early_bird). Without it the mask comes from the fully trained "
+                          "weights, and training on from them is fine-tuning, not a ticket: use init or kimg:<x>")
 
 
 def check_classes(cfg: RunConfig) -> None:

@@ -255,6 +255,9 @@ def validate(cfg: CycleGANConfig) -> CycleGANConfig:
         if not 0.0 <= getattr(cfg.optim, b) < 1.0:
             raise ConfigError(f"optim.{b} must be in [0, 1), got {getattr(cfg.optim, b)}")
     parse_classes(d.classes_a), parse_classes(d.classes_b), parse_metric_kinds(e.metrics), parse_rewind(p.rewind)
+    if parse_rewind(p.rewind)[0] == "draw":
+        raise ConfigError("prune.rewind=draw is the early-bird draw point, and CycleGAN tickets have no early-bird "
+                          "search; use init, kimg:<x>, step:<n> or <p>%")
     return cfg
 
 

@@ -189,7 +189,7 @@ def run_branch(exp: Experiment, k: int, kind: str, *, seed: int | None = None, d
         nets = {n.strip() for n in exp.cfg.prune.networks.split(",")}
         masks = {name: (random_layerwise_mask(m, seed * 2 + (name == "D")) if name in nets else m)
                  for name, m in masks.items()}
-        start = level_start(exp, base_init) if k > 0 else {"G": base_init["G"], "D": base_init["D"]}
+        start = level_start(exp, base_init, k) if k > 0 else {"G": base_init["G"], "D": base_init["D"]}
         info["mask_seed"] = seed
     elif kind == "finetune":
         if k == 0:

@@ -544,16 +544,28 @@ def load_rewind_point(exp) -> dict:
     return load_weights(path, what="the late-rewinding point", todo=todo)
 
 
-def level_start(exp: Experiment, init: dict) -> dict:
-    """The weights levels k >= 1 start from: G at the rewind point (theta_0 or late), D by ``prune.d_reset``.
+def level_start(exp: Experiment, init: dict, level: int | None = None) -> dict:
+    """The weights level ``level`` (k >= 1) starts from: G at the rewind point (theta_0, late, or with
+    ``prune.rewind=draw`` the early-bird draw: the final weights of the trained level before ``level``), D by
+    ``prune.d_reset``.
 
     Raises:
-        DeganError: late rewinding asked for but level 0 has no saved rewind point (it was trained without it).
+        DeganError: late rewinding asked for but level 0 has no saved rewind point (it was trained without it);
+            ``draw`` without ``level``.
+        CheckpointError: ``draw``, and the level the mask was drawn from has no checkpoint.
     """
     cfg = exp.cfg
     kind, _ = parse_rewind(cfg.prune.rewind)
     if kind == "init":
         start = {"G": init["G"], "D": init["D"]}
+    elif kind == "draw":
+        if level is None or level < 1:
+            raise DeganError("prune.rewind=draw needs the level (k >= 1) that starts from the draw")
+        from .early_bird import early_bird_levels
+
+        source = max(k for k in early_bird_levels(cfg) if k < level)
+        drawn = final_state(exp.run.level(source))
+        start = {"G": drawn["G"], "D": drawn["D"]}
     else:
         saved = load_rewind_point(exp)
         start = {"G": saved["G"], "D": saved["D"]}

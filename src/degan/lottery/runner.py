@@ -143,7 +143,7 @@ def run_ticket(cfg: RunConfig, outdir: str | Path, *, resume: bool = False, prog
                 run_stage(exp, stage, init, masks, resume=resume, progress=progress, role="level",
                           extra_info={"variant": variant, "branch": None})
             else:
-                run_stage(exp, stage, level_start(exp, init), masks, resume=resume, progress=progress,
+                run_stage(exp, stage, level_start(exp, init, stage.level), masks, resume=resume, progress=progress,
                           role="level", extra_info={"variant": variant, "branch": None, "rewind": cfg.prune.rewind,
                                                     "d_reset": cfg.prune.d_reset})
         except TrainingDivergedError as e:

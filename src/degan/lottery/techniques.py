@@ -275,7 +275,7 @@ def _rewind(ctx: StageContext):
     if ctx.role != "level" or ctx.stage.level != 0 or ctx.stage.branch is not None:
         return None
     kind, value = parse_rewind(ctx.cfg.prune.rewind)
-    return RewindPointTechnique(ctx, kind, value) if kind != "init" else None
+    return RewindPointTechnique(ctx, kind, value) if kind not in ("init", "draw") else None
 
 
 _AUTO_SAID: set = set()

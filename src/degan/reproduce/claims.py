@@ -29,7 +29,7 @@ Claims (paper, figure or table):
 - **C6** early-bird tickets (You et al. 2020; Kalibhat et al. 2021; SPEC §10) vs C2's IMP ticket at level 5
   (67.2 % sparse), no augmentation: the iterative early-bird (``--early-bird``, IMP_GD: every pruned level stops
   when its masks converge), the one-shot early-bird (``--method omp --early-bird``: the dense run stops when the
-  mask at 67.2 % converges) and one-shot magnitude pruning of the fully trained dense run (OMP, the one-shot draw
+  mask at 67.2 % converges), the same trained on from the draw (``--rewind draw``, You et al.'s EB Train) and one-shot magnitude pruning of the fully trained dense run (OMP, the one-shot draw
   when the masks never converge). Each search's #RI and FLOPs are summed over every level it trains
   (:class:`Search`) and compared with IMP's six levels: the goal is at most half of IMP's compute with KID
   inside the IMP ticket's interval.
@@ -215,6 +215,14 @@ def c6_eb1_job(s: int) -> Job:
                                           "--method", "omp", "--early-bird"), stages, seed=s)
 
 
+def c6_eb1d_job(s: int) -> Job:
+    """One-shot early-bird trained on from the draw (``--rewind draw``): the ticket starts from the weights its mask
+    was drawn from, not theta_0 (You et al.'s EB Train continues training the drawn ticket)."""
+    stages = {f"c6-eb1d-L0-s{s}": "level_0", f"c6-eb1d-L{IMP_LEVELS}-s{s}": f"level_{IMP_LEVELS}"}
+    return Job(f"c6-eb1d-s{s}", "ticket", (*_aug_args("none"), "--seed", str(s), "--levels", str(IMP_LEVELS),
+                                           "--method", "omp", "--early-bird", "--rewind", "draw"), stages, seed=s)
+
+
 def c6_omp_job(s: int) -> Job:
     """One-shot magnitude pruning of the fully trained dense run to 67.2 % sparsity (the one-shot draw of an
     early-bird search whose masks never converge before the end of the dense run)."""
@@ -311,9 +319,11 @@ def _c6() -> Claim:
     arms = (Arm(f"imp-L{L}", f"IMP_GD level {L} ({sp} sparse)", f"c2-imp-L{L}-s{{s}}"),
             Arm(f"eb-L{L}", f"iterative early-bird IMP_GD level {L} ({sp} sparse)", f"c6-eb-L{L}-s{{s}}"),
             Arm(f"eb1-L{L}", f"one-shot early-bird ({sp} sparse)", f"c6-eb1-L{L}-s{{s}}"),
+            Arm(f"eb1d-L{L}", f"one-shot early-bird trained on from the draw ({sp} sparse)", f"c6-eb1d-L{L}-s{{s}}"),
             Arm(f"omp-L{L}", f"one-shot magnitude from the trained dense GAN ({sp} sparse)", "c6-omp-L1-s{s}"))
     tests = []
     for arm, what in ((f"eb-L{L}", "the iterative early-bird ticket"), (f"eb1-L{L}", "the one-shot early-bird ticket"),
+                      (f"eb1d-L{L}", "the one-shot early-bird ticket trained on from the draw"),
                       (f"omp-L{L}", "the one-shot (OMP) ticket")):
         tests.append(Test(arm, f"imp-L{L}", "match", f"{what} ({sp} sparse) matches the IMP ticket"))
         tests.append(Test(arm, f"imp-L{L}", "within", f"{what}: KID inside the IMP ticket's interval"))
@@ -321,10 +331,12 @@ def _c6() -> Claim:
     searches = (Search(f"imp-L{L}", imp_search),
                 Search(f"eb-L{L}", tuple(f"c6-eb-L{k}-s{{s}}" for k in range(0, L + 1)), f"imp-L{L}", 0.5),
                 Search(f"eb1-L{L}", (f"c6-eb1-L0-s{{s}}", f"c6-eb1-L{L}-s{{s}}"), f"imp-L{L}", 0.5),
+                Search(f"eb1d-L{L}", (f"c6-eb1d-L0-s{{s}}", f"c6-eb1d-L{L}-s{{s}}"), f"imp-L{L}", 0.5),
                 Search(f"omp-L{L}", (f"c1-n{FULL}-none-s{{s}}", "c6-omp-L1-s{s}"), f"imp-L{L}", 0.5))
 
     def jobs(s):
-        return [c1_job(FULL, "none", s), c2_imp_job(s), c6_eb_job(s), c6_eb1_job(s), c6_omp_job(s)]
+        return [c1_job(FULL, "none", s), c2_imp_job(s), c6_eb_job(s), c6_eb1_job(s), c6_eb1d_job(s),
+                c6_omp_job(s)]
     return Claim("C6", f"Early-bird and one-shot tickets vs IMP tickets at {sp} sparsity, and their search compute "
                  "(no augmentation, 5,085 images)",
                  "Early-bird tickets (You et al., ICLR 2020); for GANs Kalibhat et al., AAAI 2021", arms, tuple(tests),
