@@ -150,3 +150,19 @@ def test_monitor_in_a_run_logs_and_does_not_change_training(tmp_path):
     assert not (plain / "monitor.jsonl").exists()
     a, b = load_file(stage / "G_ema.safetensors"), load_file(plain / "G_ema.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # the monitor draws no training randomness, changes no state
+
+
+def test_a_growing_D_scores_reals_as_training_shows_them_mid_fade():
+    from degan.models import create_model
+    from degan.models.progan import progressive_view
+
+    torch.manual_seed(0)
+    _, D = create_model("progan", resolution=16, width=1 / 32, z_dim=8)
+    D.set_growth(8, 0.3)  # fading 8x8 in: training shows D pooled, blended reals
+    reals = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    rec = measure(D, None, reals)
+    with torch.no_grad():
+        want = D(progressive_view(images_to_float(reals), 8, 0.3)).flatten()
+        raw = D(images_to_float(reals)).flatten()
+    assert rec["logit_train"] == pytest.approx(want.mean().item(), abs=1e-6)
+    assert abs(want.mean().item() - raw.mean().item()) > 1e-4  # the raw reals would have scored otherwise

@@ -25,8 +25,8 @@ by ``n_dis * batch_D / fade_nimg``); the stats record ``grow_resolution`` / ``gr
 
 Which reals: the wrapper (:class:`ProgressiveRealsObjective`, outermost but precision) passes
 ``progressive_view(real, r, alpha)`` to everything inside it, so DiffAugment / ADA, R1, the gradient penalty,
-LeCam, the reconstruction term and AdvAug all see the faded reals. The D overfitting monitor scores raw reals
-(D pools them to r itself; only the blend differs during a fade).
+LeCam, the reconstruction term and AdvAug all see the faded reals. So does the D overfitting monitor: it scores
+the training and held-out reals through the same view at D's current level.
 """
 
 from __future__ import annotations

@@ -64,9 +64,16 @@ def _check_images(images: Tensor, name: str) -> None:
 
 @torch.no_grad()
 def _logits_of(D: nn.Module, images: Tensor, labels: Tensor | None, device: torch.device, batch_size: int) -> Tensor:
+    from .grow import growable
+
+    level = D.growth if growable(D) else None  # ProGAN: reals as D sees them in training (pooled, faded)
     out = []
     for i in range(0, images.shape[0], batch_size):
         x = images_to_float(images[i:i + batch_size].to(device))
+        if level is not None and (level[0] != x.shape[-1] or level[1] < 1.0):
+            from ..models.progan import progressive_view
+
+            x = progressive_view(x, *level)
         c = None if labels is None else labels[i:i + batch_size].to(device)
         out.append(d_logits(D, x, c).cpu())
     return torch.cat(out) if out else torch.zeros(0)
@@ -119,7 +126,9 @@ def measure(D: nn.Module, G: nn.Module | None, train: Tensor, heldout: Tensor | 
         D: the discriminator (called through :func:`d_logits`).
         G: the generator of the fakes (normally G_ema), ``G(z)`` or ``G(z, c)`` -> float ``[N, C, H, W]`` in
             [-1, 1]; None = no fakes.
-        train: training reals, uint8 ``[N, C, H, W]`` in [0, 255], N >= 1.
+        train: training reals, uint8 ``[N, C, H, W]`` in [0, 255], N >= 1. A growing D (ProGAN) scores every real
+            as training shows it at D's current level: pooled to its resolution and blended during a fade-in
+            (:func:`degan.models.progan.progressive_view`).
         heldout: held-out reals of the same dataset, uint8 ``[M, C, H, W]``, or None.
         z: latents of the fakes, float ``[K, z_dim]`` (needed with ``G``).
         train_labels, heldout_labels, fake_labels: long labels for a conditional D / G, or None.
