@@ -101,3 +101,30 @@ def test_resume_after_a_kill_in_the_evaluation_repeats_no_monitor_record(tmp_pat
     for log in ("stats.jsonl", "monitor.jsonl"):
         assert _records(stage / log) == _records(ref / "level_0" / log), log
     assert [r["cur_nimg"] for r in _records(stage / "monitor.jsonl")] == [0, 16, 32, 48, 56]
+
+
+def test_config_and_env_describe_the_last_command_that_trained(tmp_path):
+    """A command that fails, or finds the stage finished, leaves config.yaml and env.json as they were."""
+    tiny = ["train", "--data", "faces100", "--outdir", str(tmp_path), "--model", "dcgan", "--width", "0.25",
+            "--resolution", "16", "--batch", "8", "--kimg", "0.032", "--snap", "0.016", "--metrics", "none",
+            "--no-progress", "--set", "eval.monitor_every_kimg=null"]
+    res = CliRunner().invoke(main, [*tiny, "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    run = next(tmp_path.glob("train-*"))
+    before = {n: (run / n).read_bytes() for n in ("config.yaml", "env.json")}
+    assert json.loads(before["env.json"])["torch_threads"] == 1
+
+    res = CliRunner().invoke(main, [*tiny, "--threads", "2", "--set", "eval.num_gen=50"])  # finished: skipped
+    assert res.exit_code == 0 and "already finished" in res.output
+    assert {n: (run / n).read_bytes() for n in before} == before
+
+    (run / "level_0" / "done.json").unlink()  # an unfinished training that the next command refuses to touch
+    res = CliRunner().invoke(main, [*tiny, "--threads", "2", "--set", "eval.num_gen=50"])
+    assert res.exit_code != 0 and "unfinished training" in res.output
+    assert {n: (run / n).read_bytes() for n in before} == before
+
+    res = CliRunner().invoke(main, [*tiny, "--threads", "2", "--set", "eval.num_gen=50", "--resume", "latest"])
+    assert res.exit_code == 0, res.output
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch_threads"] == 2
+    assert "num_gen: 50" in (run / "config.yaml").read_text()

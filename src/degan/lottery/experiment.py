@@ -240,6 +240,19 @@ class Experiment:
     _extractor: object = field(default=None, repr=False)
     force: bool = False  # resume a checkpoint written in another precision (--force)
     labels: torch.Tensor | None = None  # int64 [N] labels of ``images`` (conditional models), else None
+    pending: tuple[str, dict] | None = field(default=None, repr=False)  # config.yaml text, env.json of this command
+
+    def record_invocation(self) -> None:
+        """Write this command's ``config.yaml`` and ``env.json`` into an existing run folder, once, when a stage is
+        about to train: a command that fails or finds every stage finished leaves the files of the last command
+        that trained. A new run folder gets them from :func:`prepare` at once."""
+        if self.pending is None:
+            return
+        text, env = self.pending
+        self.pending = None
+        if ddp.is_main():
+            write_text(self.run.config, text)
+            write_json(self.run.env, env)
 
     @property
     def outdir(self) -> Path:
@@ -247,7 +260,8 @@ class Experiment:
 
 
 def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) -> Experiment:
-    """Load the data, choose the run folder, write config/env/data/subset files; reuse them on re-runs.
+    """Load the data, choose the run folder, write config/env/data/subset files; reuse them on re-runs (an existing
+    folder's ``config.yaml`` and ``env.json`` are rewritten only when a stage trains: :meth:`Experiment.record_invocation`).
 
     Raises:
         DataError: the data cannot be loaded or the subset is impossible.
@@ -289,8 +303,11 @@ def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) ->
         write_json(run.subset, {"spec": cfg.data.subset, "mode": cfg.data.subset_mode, "seed": cfg.data.subset_seed,
                                 "balance": cfg.data.subset_balance, "num_images": n_total,
                                 "num_selected": int(len(indices)), "indices": indices.tolist()})
-    write_text(run.config, dump_yaml(cfg))
-    write_json(run.env, environment(cfg))
+    pending = (dump_yaml(cfg), environment(cfg))
+    if not run.config.is_file():  # a new run folder; an existing one is rewritten when a stage trains
+        write_text(run.config, pending[0])
+        write_json(run.env, pending[1])
+        pending = None
     info = dict(data.info, num_selected=int(len(indices)))
     if data.labels is not None:
         info["class_counts_selected"] = np.bincount(data.labels[indices]).tolist()
@@ -304,7 +321,7 @@ def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) ->
         f"{len(data.info.get('skipped', []))} skipped"
         + (f"; conditional on {cfg.model.num_classes} classes" if labels is not None else ""))
     return Experiment(cfg=cfg, run=run, images=images, indices=indices, data_info=info, device=device, log=log,
-                      labels=labels)
+                      labels=labels, pending=pending)
 
 
 def _subset_labels(cfg: RunConfig, labels: np.ndarray | None, indices: np.ndarray) -> torch.Tensor | None:

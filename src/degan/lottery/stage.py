@@ -173,6 +173,7 @@ def run_stage(exp: Experiment, stage: StageLayout, init: dict, masks: dict[str, 
         exp.log(f"[degan] resuming {stage.root.name} from {ckpt.name} at kimg {state.kimg:.1f}")
     repair_after_fault(exp, stage, state.cur_nimg)
     warn_if_short_of_space(exp, stage, state)
+    exp.record_invocation()  # every check passed: this command trains, so the folder records it
     apply_speed_options(state, channels_last=cfg.train.channels_last_on(exp.device), adam=cfg.train.adam,
                         compile=cfg.train.compile, cudnn_benchmark=cfg.train.cudnn_benchmark)
     save_masks(stage.masks, {"G": get_mask(G), "D": get_mask(D)})
