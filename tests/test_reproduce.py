@@ -269,3 +269,23 @@ def test_per_run_results_are_not_git_ignored():
         pytest.skip("not a git checkout")
     res = subprocess.run(["git", "check-ignore", "-q", "docs/results/claims/runs/c1-n100-none-s0.json"], cwd=root)
     assert res.returncode == 1, "docs/results/claims/runs/ is git-ignored: per-run results would not be committed"
+
+
+def test_arms_plan_only_their_results_and_the_jobs_they_need(tmp_path, tiny_npz):
+    from degan.errors import DeganError
+
+    def plan(arms):
+        return [j.id for j in suite_mod.Suite(get_claims(["C6"]), [3], tiny_npz, tmp_path / "runs", tmp_path / "res",
+                                              log=lambda m: None, resolve_folder=dry_run_folder,
+                                              arms=arms).plan()]
+
+    every = plan(None)
+    assert {"c6-eb-s3", "c6-eb1-s3", "c6-eb1d-s3", "c6-omp-s3", "c2-imp-s3"} <= set(every)
+    assert plan(["omp-L5"]) == ["c1-n5085-none-s3", "c6-omp-s3"]  # OMP prunes the finished dense run
+    assert plan(["eb1-L5", "eb1d-L5"]) == ["c6-eb1-s3", "c6-eb1d-s3"]
+    with pytest.raises(DeganError, match="unknown arm.*omp-L5"):
+        plan(["omp"])
+    res = CliRunner().invoke(main, ["reproduce", "C6", "--data", str(tiny_npz), "--seeds", "3", "--arms", "eb1d-L5",
+                                    "--results", str(tmp_path / "res"), "--outdir", str(tmp_path / "runs"),
+                                    "--dry-run"])
+    assert res.exit_code == 0 and "1 job(s) to run for C6" in res.output and "--rewind draw" in res.output

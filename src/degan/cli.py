@@ -991,9 +991,12 @@ def dry_run_folder(argv: list[str]) -> Path:
 @click.option("--readme", type=click.Path(dir_okay=False), default=None,
               help="replace the claims table between the markers in this README")
 @click.option("--dry-run", is_flag=True, help="print the jobs that would run, then stop")
+@click.option("--arms", type=str, default=None,
+              help="only the results of these arms (comma-separated names from --list, e.g. omp-L5) and the jobs "
+                   "they need  [default: every arm]")
 @handle_errors
 def reproduce(claims: tuple, data: str | None, seeds: str, outdir: str, results: str, jobs: int, threads: int,
-              list_: bool, summarize: bool, table: bool, readme: str | None, dry_run: bool) -> None:
+              list_: bool, summarize: bool, table: bool, readme: str | None, dry_run: bool, arms: str | None) -> None:
     """Re-run the headline claims of the seed papers as arms x seeds (C1 DiffAugment, C2 tickets, C3 tickets +
     AdvAug, C4 RG-GAN, C5 bf16; default: all) and write per-run JSON, a summary and a plot per claim, with mean,
     95 % interval and paired differences. Finished runs are skipped; an interrupted one resumes."""
@@ -1023,7 +1026,8 @@ def reproduce(claims: tuple, data: str | None, seeds: str, outdir: str, results:
         raise DeganError("--data is required: the shared CIFAR-10 subset, e.g. "
                          "--data ../shared/data/cifar10-subset/cifar10_prefix_subset.npz (or set $DEGAN_CLAIMS_DATA)")
     suite = Suite(chosen, seed_list, data, outdir, results, threads=threads, log=click.echo,
-                  resolve_folder=dry_run_folder)
+                  resolve_folder=dry_run_folder,
+                  arms=[a.strip() for a in arms.split(",") if a.strip()] if arms else None)
     failed = suite.run(workers=jobs, dry_run=dry_run)
     if failed:
         raise DeganError(f"{failed} job(s) failed; their logs are in {Path(outdir) / 'logs'}; re-run the same "

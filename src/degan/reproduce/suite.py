@@ -79,7 +79,7 @@ class Suite:
 
     def __init__(self, claims: list[Claim], seeds: list[int], data: str | Path, outdir: str | Path,
                  results: str | Path, threads: int = 1, log: Log = print,
-                 resolve_folder: Callable[[list[str]], Path] | None = None) -> None:
+                 resolve_folder: Callable[[list[str]], Path] | None = None, arms: list[str] | None = None) -> None:
         self.data = Path(data)
         if not self.data.is_file():
             raise DeganError(f"--data {data}: no such file; the claims run on the shared CIFAR-10 subset, e.g. "
@@ -90,6 +90,14 @@ class Suite:
         self.outdir, self.results = Path(outdir), Path(results)
         self.data_md5 = file_md5(self.data)
         self.jobs: dict[str, Job] = jobs_for(claims, self.seeds)
+        self.wanted: set[str] | None = None  # result ids of the chosen arms (--arms); None = every result
+        if arms:
+            known = {a.name: a for c in claims for a in c.arms}
+            unknown = [a for a in arms if a not in known]
+            if unknown:
+                raise DeganError(f"unknown arm(s) {', '.join(unknown)} for {', '.join(c.name for c in claims)}; "
+                                 f"the arms are: {', '.join(known)} (degan reproduce --list)")
+            self.wanted = {known[a].result.format(s=s) for a in arms for s in self.seeds}
         self._folders: dict[str, Path] = {}
         self.resolve_folder = resolve_folder or _dry_run_folder_subprocess
 
@@ -171,7 +179,8 @@ class Suite:
 
     # ----- planning -----
     def plan(self) -> list[Job]:
-        """The jobs to run, in order: those with a missing result, and the unfinished jobs they need."""
+        """The jobs to run, in order: those with a missing result (of the chosen arms, with ``arms``), and the
+        unfinished jobs they need."""
         todo: dict[str, Job] = {}
 
         def need(job: Job) -> None:
@@ -181,7 +190,8 @@ class Suite:
                     need(d)
                     todo[dep] = d
         for job in self.jobs.values():
-            if any(not self.result_done(job, rid) for rid in job.stages):
+            if any(not self.result_done(job, rid) for rid in job.stages
+                   if self.wanted is None or rid in self.wanted):
                 need(job)
                 todo.setdefault(job.id, job)
         order = list(self.jobs)
