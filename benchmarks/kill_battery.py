@@ -9,7 +9,7 @@ two iterations, the D monitor and, when the Inception weights are installed, KID
 2. the same command (always with ``--resume latest``) runs again in another output folder and is sent the signal at
    ``--kills`` seeded random moments m_1 < ... < m_k, uniform over T. Attempt i picks up where attempt i-1 left the
    run folder (its newest checkpoint, or the next stage): once the resumed process has got back there (it rewrote
-   that stage's ``density.json``, or ``config.yaml``), it is signalled after the reference's time from that point to
+   that stage's ``density.json``, or ``data.json``), it is signalled after the reference's time from that point to
    m_i. So the kills land where the reference run was at those moments: start-up and repair, stage setup, training,
    checkpoint and sample-grid writes, the D monitor, evaluation, the report, between levels. What each kill
    interrupted is recorded twice: the reference file written last before m_i (``at_reference``) and what the run
@@ -336,8 +336,8 @@ def resume_anchor(outdir: Path, kind: str, ref: dict) -> tuple[str | None, float
     - nothing kept yet (no ``init.pt``): the process start, reference time 0;
     - an unfinished stage that has begun: its ``density.json`` (written after the checkpoint is loaded); the
       reference time of its newest checkpoint (or of its ``density.json`` when it has none);
-    - between stages, or every stage done: ``config.yaml`` (written when the run folder is prepared; finished stages
-      are skipped right after); the reference time of the last finished stage's ``done.json``.
+    - between stages, or every stage done: ``data.json`` (rewritten by every command when it prepares the run folder;
+      finished stages are skipped right after; ``config.yaml`` is rewritten only when a stage trains); the reference time of the last finished stage's ``done.json``.
     """
     root = _run_root(outdir)
     if root is None or not (root / "init.pt").is_file():
@@ -350,7 +350,7 @@ def resume_anchor(outdir: Path, kind: str, ref: dict) -> tuple[str | None, float
             last_done = times.get(f"{name}/done.json", last_done)
             continue
         if not (st / "density.json").is_file():
-            return "config.yaml", last_done
+            return "data.json", last_done
         t = times.get(f"{name}/density.json", last_done)
         ckpts = sorted((st / "checkpoints").glob("ckpt-*.pt"))
         if ckpts:  # the reference time of that checkpoint (or of the newest one seen before it)
@@ -360,7 +360,7 @@ def resume_anchor(outdir: Path, kind: str, ref: dict) -> tuple[str | None, float
                 if m and int(m.group(1)) <= nimg:
                     t = max(t, tt)
         return f"{name}/density.json", t
-    return "config.yaml", last_done
+    return "data.json", last_done
 
 
 def _wait_for_anchor(proc: subprocess.Popen, path: Path | None, since: float, timeout: float) -> bool:
