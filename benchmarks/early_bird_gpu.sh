@@ -3,23 +3,14 @@
 # On the CPU-sized dcgan they never do (docs/reproduce.md#early-bird-tickets: not in 80 kimg, nor in 240). This trains
 # the sngan32 preset (GAN-LTH's SNGAN: batch 64, 5 D steps, lr 2e-4, hinge, DiffAugment off here so that the masks
 # move only by training) dense on DATA with a checkpoint every SNAP kimg, for at most 6 minutes (KIMG, default 2000
-# of the preset's 16,000), then benchmarks/early_bird_drift.py reads every checkpoint: the 4-kimg-style step distance
-# of the one-shot 67.2 % mask and of the IMP level-1 mask, and how much of the last mask each one already holds.
+# of the preset's 16,000), then benchmarks/early_bird_drift.py reads every checkpoint: the distance between consecutive
+# checkpoints' masks (one-shot 67.2 % and IMP level 1), and how much of the last mask each one already holds.
 #
 #   DATA=/path/cifar10_prefix_subset.npz benchmarks/early_bird_gpu.sh     # -> $OUT/early_bird_drift_sngan32.json
 #   SMOKE=1 DATA=... benchmarks/early_bird_gpu.sh                          # tiny CPU version: checks that it runs
 #
 # A run the time limit stops keeps its checkpoints (an interrupt checkpoint last); the drift is read from them.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${DATA:?set DATA to the CIFAR-10 subset .npz (or cifar-10-python.tar.gz)}"
-OUT=${OUT:-benchmarks/results}
-PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || PY=python
-mkdir -p "$OUT"
-RUNS=$(mktemp -d)
-trap 'rm -rf "$RUNS"' EXIT
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
+source "$(dirname "$0")/common.sh"
 if [ "${SMOKE:-0}" = 1 ]; then
   TRAIN=(--model dcgan --width 0.25 --batch 8 --kimg "${KIMG:-0.32}" --snap "${SNAP:-0.064}" --subset 64 --device cpu
          --threads 2)

@@ -10,15 +10,7 @@
 #
 # Results: $OUT/gpu_check.json (device, wall seconds per part, the ticket run's metrics and #RI) and
 # $OUT/train_speed_cuda.json (every field of benchmarks/train_speed.py).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${DATA:?set DATA to the CIFAR-10 subset .npz (or cifar-10-python.tar.gz)}"
-OUT=${OUT:-benchmarks/results}
-PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || PY=python
-mkdir -p "$OUT"
-RUNS=$(mktemp -d)
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
+source "$(dirname "$0")/common.sh"
 if [ "${SMOKE:-0}" = 1 ]; then
   SPEED=(--device cpu --quick --threads 2 --no-reference --out "$OUT/train_speed_smoke.json")
   TICKET=(--model dcgan --width 0.25 --batch 8 --kimg 0.064 --subset 64 --metrics kid50_train,fid50_train --num-gen 50
@@ -47,4 +39,3 @@ res = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else
 pathlib.Path(out).write_text(json.dumps(res, indent=2))
 print(json.dumps(res, indent=2))
 PYEOF
-rm -rf "$RUNS"

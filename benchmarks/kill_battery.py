@@ -337,7 +337,8 @@ def resume_anchor(outdir: Path, kind: str, ref: dict) -> tuple[str | None, float
     - an unfinished stage that has begun: its ``density.json`` (written after the checkpoint is loaded); the
       reference time of its newest checkpoint (or of its ``density.json`` when it has none);
     - between stages, or every stage done: ``data.json`` (rewritten by every command when it prepares the run folder;
-      finished stages are skipped right after; ``config.yaml`` is rewritten only when a stage trains); the reference time of the last finished stage's ``done.json``.
+      finished stages are skipped right after; ``config.yaml`` is rewritten only when a stage trains); the reference
+      time of the last finished stage's ``done.json``.
     """
     root = _run_root(outdir)
     if root is None or not (root / "init.pt").is_file():

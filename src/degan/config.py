@@ -275,8 +275,9 @@ def variant_name(prune: PruneConfig) -> str:
 
 
 def parse_rewind(text: str) -> tuple[str, float]:
-    """``"init"`` -> ("init", 0); ``"kimg:6"`` -> ("kimg", 6.0); ``"step:200"`` -> ("step", 200); ``"5%"`` -> ("pct", 5);
-    ``"draw"`` -> ("draw", 0) (the early-bird draw point; :func:`validate` allows it only with ``prune.early_bird``).
+    """``"init"`` -> ("init", 0); ``"kimg:6"`` -> ("kimg", 6.0); ``"step:200"`` -> ("step", 200); ``"5%"`` -> ("pct",
+    5); ``"draw"`` -> ("draw", 0) (the early-bird draw point; :func:`check_rewind` allows it only with
+    ``prune.early_bird``).
 
     Raises:
         ConfigError: any other form.

@@ -261,7 +261,8 @@ class Experiment:
 
 def prepare(cfg: RunConfig, outdir: str | Path, kind: str, log: Log = _print) -> Experiment:
     """Load the data, choose the run folder, write config/env/data/subset files; reuse them on re-runs (an existing
-    folder's ``config.yaml`` and ``env.json`` are rewritten only when a stage trains: :meth:`Experiment.record_invocation`).
+    folder's ``config.yaml`` and ``env.json`` are rewritten only when a stage trains:
+    :meth:`Experiment.record_invocation`).
 
     Raises:
         DataError: the data cannot be loaded or the subset is impossible.

@@ -29,10 +29,10 @@ Claims (paper, figure or table):
 - **C6** early-bird tickets (You et al. 2020; Kalibhat et al. 2021; SPEC §10) vs C2's IMP ticket at level 5
   (67.2 % sparse), no augmentation: the iterative early-bird (``--early-bird``, IMP_GD: every pruned level stops
   when its masks converge), the one-shot early-bird (``--method omp --early-bird``: the dense run stops when the
-  mask at 67.2 % converges), the same trained on from the draw (``--rewind draw``, You et al.'s EB Train) and one-shot magnitude pruning of the fully trained dense run (OMP, the one-shot draw
-  when the masks never converge). Each search's #RI and FLOPs are summed over every level it trains
-  (:class:`Search`) and compared with IMP's six levels: the goal is at most half of IMP's compute with KID
-  inside the IMP ticket's interval.
+  mask at 67.2 % converges), the same trained on from the draw (``--rewind draw``, You et al.'s EB Train) and
+  one-shot magnitude pruning of the fully trained dense run (OMP, the one-shot draw when the masks never
+  converge). Each search's #RI and FLOPs are summed over every level it trains (:class:`Search`) and compared with
+  IMP's six levels: the goal is at most half of IMP's compute with KID inside the IMP ticket's interval.
 """
 
 from __future__ import annotations
